@@ -1,0 +1,37 @@
+import { Arg, Args, Ctx, ID, Mutation, Query, Resolver } from 'type-graphql';
+import type { GqlContext } from '../../platform/graphql/context';
+import { PageArgsType, connectionComplexity } from '../../platform/graphql/connection';
+import { ApiKeyConnection, ApiKeyType, AuthPayload, CreateApiKeyInput, CreateApiKeyPayload, Me, SignUpInput } from './tenancy.types';
+
+@Resolver()
+export class TenancyResolver {
+  @Mutation(() => AuthPayload, { description: 'Creates a user and a tenant the user owns; returns a JWT for that tenant.' })
+  signUp(@Arg('input', () => SignUpInput) input: SignUpInput, @Ctx() ctx: GqlContext) {
+    return ctx.services.tenancy.signUp({ ...input });
+  }
+
+  @Mutation(() => AuthPayload)
+  logIn(@Arg('email') email: string, @Arg('password') password: string, @Ctx() ctx: GqlContext) {
+    return ctx.services.tenancy.logIn(email, password);
+  }
+
+  @Query(() => Me)
+  me(@Ctx() ctx: GqlContext) {
+    return ctx.services.tenancy.me(ctx);
+  }
+
+  @Mutation(() => CreateApiKeyPayload)
+  createApiKey(@Arg('input', () => CreateApiKeyInput) input: CreateApiKeyInput, @Ctx() ctx: GqlContext) {
+    return ctx.services.tenancy.createApiKey(ctx, { ...input });
+  }
+
+  @Mutation(() => ApiKeyType)
+  revokeApiKey(@Arg('id', () => ID) id: string, @Ctx() ctx: GqlContext) {
+    return ctx.services.tenancy.revokeApiKey(ctx, id);
+  }
+
+  @Query(() => ApiKeyConnection, { complexity: connectionComplexity })
+  apiKeys(@Args(() => PageArgsType) args: PageArgsType, @Ctx() ctx: GqlContext) {
+    return ctx.services.tenancy.apiKeys(ctx, args);
+  }
+}

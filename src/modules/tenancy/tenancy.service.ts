@@ -1,0 +1,219 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { z } from 'zod';
+import type { EntityManager } from 'typeorm';
+import type { Database } from '../../platform/db/database';
+import { conflict, notFound, unauthenticated } from '../../platform/errors';
+import { keysetWhere, paginate, type PageArgs } from '../../platform/pagination';
+import { parseInput } from '../../platform/validation';
+import {
+  TokenSigner, generateApiKey, hashPassword, isApiKeyShaped, parseApiKey, safeEqualHex, sha256, verifyPassword,
+} from './credentials';
+import { ROLE_SCOPES, actorOf, requireScope, requireUser, type Principal } from './principal';
+import { ApiKey, AuditEvent, Membership, SCOPES, Tenant, User, type Role } from './tenancy.entities';
+
+export interface Caller {
+  principal: Principal | null;
+  requestId?: string;
+}
+
+const signUpSchema = z.strictObject({
+  email: z.email('must be a valid e-mail address').max(254).transform((e) => e.toLowerCase()),
+  password: z.string().min(10, 'must be at least 10 characters').max(200),
+  tenantName: z.string().trim().min(1, 'must not be empty').max(100),
+});
+const apiKeySchema = z.strictObject({
+  name: z.string().trim().min(1, 'must not be empty').max(100),
+  scopes: z.array(z.enum(SCOPES)).min(1, 'at least one scope').transform((s) => [...new Set(s)]),
+});
+
+export type TenantCreatedHook = (tenant: Tenant) => Promise<void>;
+
+// A valid hash to compare against when the e-mail is unknown, so timing does not reveal accounts.
+const DUMMY_HASH = hashPassword(randomBytes(16).toString('hex'));
+const LAST_USED_GRANULARITY_MS = 60_000;
+const PROFILE_TTL_MS = 2_000;
+
+/** Tenants, users, memberships, API keys and authentication. */
+export class TenancyService {
+  private readonly tenantCreatedHooks: TenantCreatedHook[] = [];
+  private readonly profiles = new Map<string, { value: Pick<Tenant, 'id' | 'plan' | 'status'>; expires: number }>();
+
+  constructor(
+    private readonly db: Database,
+    private readonly tokens: TokenSigner,
+    private readonly operators: ReadonlySet<string>,
+  ) {}
+
+  onTenantCreated(hook: TenantCreatedHook): void {
+    this.tenantCreatedHooks.push(hook);
+  }
+
+  async signUp(raw: unknown) {
+    const input = parseInput(signUpSchema, raw);
+    const passwordHash = await hashPassword(input.password);
+    const tenantId = randomUUID();
+    const result = await this.db
+      .tenant(tenantId, async (m) => {
+        const tenant = await m.save(m.create(Tenant, {
+          id: tenantId, name: input.tenantName, slug: slugFor(input.tenantName), webhookSecret: newWebhookSecret(),
+        }));
+        const user = await m.save(m.create(User, { email: input.email, passwordHash }));
+        await m.save(m.create(Membership, { tenantId, userId: user.id, role: 'OWNER' }));
+        await audit(m, tenantId, { actorType: 'USER', actorId: user.id }, 'tenant.created', 'Tenant', tenantId);
+        return { tenant, user };
+      })
+      .catch((err) => {
+        if (isUniqueViolation(err, 'users_email_key')) throw conflict('An account with this e-mail already exists');
+        throw err;
+      });
+    await Promise.all(this.tenantCreatedHooks.map((h) => h(result.tenant)));
+    return { ...result, token: this.issueToken(result.user, tenantId, 'OWNER') };
+  }
+
+  async logIn(email: string, password: string) {
+    const normalised = email.trim().toLowerCase();
+    const user = await this.db.dataSource.getRepository(User).findOneBy({ email: normalised });
+    const ok = await verifyPassword(password, user?.passwordHash ?? (await DUMMY_HASH));
+    if (!user || !ok) throw unauthenticated('Invalid e-mail or password');
+    // The user may belong to several tenants: the oldest membership (their own tenant) is the default.
+    return this.db.withSettings({ 'app.user_id': user.id }, async (m) => {
+      const membership = await m.findOne(Membership, { where: { userId: user.id }, order: { createdAt: 'ASC' } });
+      if (!membership) throw unauthenticated('This account belongs to no tenant');
+      await m.query(`SELECT set_config('app.tenant_id', $1, true)`, [membership.tenantId]);
+      const tenant = await m.findOneByOrFail(Tenant, { id: membership.tenantId });
+      return { token: this.issueToken(user, tenant.id, membership.role), user, tenant };
+    });
+  }
+
+  /** Resolves a bearer token (JWT or API key) to a principal; any bad credential is UNAUTHENTICATED. */
+  async authenticate(token: string): Promise<Principal> {
+    if (isApiKeyShaped(token)) return this.authenticateApiKey(token);
+    const claims = this.tokens.verify(token);
+    if (!claims) throw unauthenticated('Invalid or expired token');
+    return {
+      kind: 'user', tenantId: claims.tid, userId: claims.sub, role: claims.role,
+      scopes: new Set(ROLE_SCOPES[claims.role] ?? []), operator: claims.op === true,
+    };
+  }
+
+  private async authenticateApiKey(token: string): Promise<Principal> {
+    const parsed = parseApiKey(token);
+    if (!parsed) throw unauthenticated('Malformed API key');
+    const key = await this.db.withSettings({ 'app.api_key_prefix': parsed.prefix }, async (m) => {
+      const row = await m.findOneBy(ApiKey, { prefix: parsed.prefix });
+      if (!row || !safeEqualHex(row.secretHash, sha256(token)) || row.revokedAt) return null;
+      if (!row.lastUsedAt || Date.now() - row.lastUsedAt.getTime() > LAST_USED_GRANULARITY_MS) {
+        await m.query(`SELECT set_config('app.tenant_id', $1, true)`, [row.tenantId]);
+        await m.update(ApiKey, { id: row.id }, { lastUsedAt: new Date() });
+      }
+      return row;
+    });
+    if (!key) throw unauthenticated('Invalid or revoked API key');
+    return { kind: 'apiKey', tenantId: key.tenantId, apiKeyId: key.id, scopes: new Set(key.scopes), operator: false };
+  }
+
+  async me(caller: Caller) {
+    const p = requireScope(caller.principal, 'READ');
+    return this.db.tenant(p.tenantId, async (m) => {
+      const tenant = await m.findOneByOrFail(Tenant, { id: p.tenantId });
+      const user = p.kind === 'user' ? await m.findOneBy(User, { id: p.userId }) : null;
+      return { tenant, user, role: p.kind === 'user' ? p.role : null };
+    });
+  }
+
+  async createApiKey(caller: Caller, raw: unknown) {
+    const p = requireScope(caller.principal, 'ADMIN');
+    const input = parseInput(apiKeySchema, raw);
+    const { key, prefix, hash } = generateApiKey();
+    const apiKey = await this.db.tenant(p.tenantId, async (m) => {
+      const row = await m.save(m.create(ApiKey, {
+        tenantId: p.tenantId, name: input.name, prefix, secretHash: hash, scopes: input.scopes,
+        createdBy: p.kind === 'user' ? p.userId : null,
+      }));
+      await audit(m, p.tenantId, actorOf(p), 'api_key.created', 'ApiKey', row.id, { scopes: input.scopes }, caller.requestId);
+      return row;
+    });
+    return { secret: key, apiKey };
+  }
+
+  async revokeApiKey(caller: Caller, id: string) {
+    const p = requireScope(caller.principal, 'ADMIN');
+    return this.db.tenant(p.tenantId, async (m) => {
+      const row = isUuid(id) ? await m.findOneBy(ApiKey, { id, tenantId: p.tenantId }) : null;
+      if (!row) throw notFound('API key');
+      if (!row.revokedAt) {
+        row.revokedAt = new Date();
+        await m.save(row);
+        await audit(m, p.tenantId, actorOf(p), 'api_key.revoked', 'ApiKey', row.id, {}, caller.requestId);
+      }
+      return row;
+    });
+  }
+
+  async apiKeys(caller: Caller, args: PageArgs) {
+    const p = requireScope(caller.principal, 'ADMIN');
+    return this.db.tenant(p.tenantId, (m) =>
+      paginate(args, async (after, limit) => {
+        const where = keysetWhere(after, 2);
+        const rows: Record<string, unknown>[] = await m.query(
+          `SELECT id FROM api_keys WHERE tenant_id = $1 AND ${where.sql} ORDER BY created_at DESC, id DESC LIMIT ${limit}`,
+          [p.tenantId, ...where.params],
+        );
+        const byId = new Map((await m.findBy(ApiKey, rows.map((r) => ({ id: r.id as string })))).map((k) => [k.id, k]));
+        return rows.map((r) => byId.get(r.id as string)!);
+      }),
+    );
+  }
+
+  async auditEvents(caller: Caller, limit = 50) {
+    const p = requireUser(caller.principal);
+    return this.db.tenant(p.tenantId, (m) =>
+      m.find(AuditEvent, { where: { tenantId: p.tenantId }, order: { createdAt: 'DESC' }, take: limit }),
+    );
+  }
+
+  /** Plan and status of a tenant, cached briefly: read on every request for rate limits and gating. */
+  async tenantProfile(tenantId: string): Promise<Pick<Tenant, 'id' | 'plan' | 'status'>> {
+    const hit = this.profiles.get(tenantId);
+    if (hit && hit.expires > Date.now()) return hit.value;
+    const value = await this.db.tenant(tenantId, async (m) => {
+      const rows: Array<Pick<Tenant, 'id' | 'plan' | 'status'>> = await m.query('SELECT id, plan, status FROM tenants WHERE id = $1', [tenantId]);
+      return rows[0];
+    });
+    if (!value) throw unauthenticated('Tenant no longer exists');
+    this.profiles.set(tenantId, { value, expires: Date.now() + PROFILE_TTL_MS });
+    return value;
+  }
+
+  forgetTenantProfile(tenantId: string): void {
+    this.profiles.delete(tenantId);
+  }
+
+  private issueToken(user: User, tenantId: string, role: Role): string {
+    return this.tokens.sign({ sub: user.id, tid: tenantId, role, op: this.operators.has(user.email) });
+  }
+}
+
+export async function audit(
+  m: EntityManager, tenantId: string, actor: { actorType: AuditEvent['actorType']; actorId: string | null },
+  action: string, objectType: string, objectId: string, data: Record<string, unknown> = {}, requestId?: string,
+): Promise<void> {
+  await m.insert(AuditEvent, { tenantId, ...actor, action, objectType, objectId, data: data as object, requestId: requestId ?? null });
+}
+
+const newWebhookSecret = () => `whsec_${randomBytes(24).toString('base64')}`;
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+export const isUuid = (s: string) => UUID_RE.test(s);
+
+export function isUniqueViolation(err: unknown, constraint?: string): boolean {
+  const e = err as { code?: string; constraint?: string; driverError?: { code?: string; constraint?: string } };
+  const code = e.driverError?.code ?? e.code;
+  const name = e.driverError?.constraint ?? e.constraint;
+  return code === '23505' && (!constraint || name === constraint);
+}
+
+/** Slugs are global but RLS hides other tenants' rows, so a random suffix keeps them unique instead of a lookup. */
+function slugFor(name: string): string {
+  const base = name.toLowerCase().normalize('NFKD').replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 40) || 'tenant';
+  return `${base}-${randomBytes(4).toString('hex')}`;
+}

@@ -1,0 +1,32 @@
+import { ArgsType, Field, Int, ObjectType, type ClassType } from 'type-graphql';
+
+@ObjectType()
+export class PageInfo {
+  @Field() hasNextPage: boolean;
+  @Field(() => String, { nullable: true }) endCursor: string | null;
+}
+
+/** A Relay connection type for `Node`; list fields cost `first` × their selection (see cost.ts). */
+export function ConnectionType<T extends object>(Node: ClassType<T>, name: string) {
+  @ObjectType(`${name}Edge`)
+  class Edge {
+    @Field() cursor: string;
+    @Field(() => Node) node: T;
+  }
+  @ObjectType(`${name}Connection`)
+  class Connection {
+    @Field(() => [Edge]) edges: Edge[];
+    @Field(() => PageInfo) pageInfo: PageInfo;
+  }
+  return Connection;
+}
+
+/** Complexity of a paginated field: its selection's cost once per requested item. */
+export const connectionComplexity = ({ args, childComplexity }: { args: { first?: number | null }; childComplexity: number }) =>
+  1 + (args.first ?? 20) * childComplexity;
+
+@ArgsType()
+export class PageArgsType {
+  @Field(() => Int, { nullable: true }) first?: number;
+  @Field(() => String, { nullable: true }) after?: string;
+}

@@ -1,0 +1,12 @@
+import type { Logger } from 'pino';
+import type { Principal } from '../../modules/tenancy/principal';
+import type { AppServices } from '../../app';
+
+/** What every resolver receives. The tenant comes only from the principal, never from arguments. */
+export interface GqlContext {
+  requestId: string;
+  principal: Principal | null;
+  services: AppServices;
+  log: Logger;
+  cost?: { requested: number; limit: number };
+}

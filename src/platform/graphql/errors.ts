@@ -1,0 +1,39 @@
+import { unwrapResolverError } from '@apollo/server/errors';
+import type { GraphQLFormattedError } from 'graphql';
+import { GraphQLError } from 'graphql';
+import type { Logger } from 'pino';
+import { AppError, ErrorCode } from '../errors';
+
+const CONTRACT_CODES = new Set<string>(Object.values(ErrorCode));
+
+/**
+ * The one place where errors become what clients see: contract codes only, never a stack trace.
+ * Anything unexpected is logged with its stack and answered as INTERNAL.
+ */
+export function makeFormatError(log: Logger) {
+  return (formatted: GraphQLFormattedError, error: unknown): GraphQLFormattedError => {
+    const original = unwrapResolverError(error);
+    if (original instanceof AppError) {
+      const e = original.toGraphQLError();
+      return { message: e.message, path: formatted.path, locations: formatted.locations, extensions: strip(e.extensions) };
+    }
+    const code = String(formatted.extensions?.code ?? '');
+    if (code === 'GRAPHQL_PARSE_FAILED' || code === 'GRAPHQL_VALIDATION_FAILED' || code === 'BAD_USER_INPUT') {
+      const tooDeep = /exceeds maximum operation depth/.test(formatted.message);
+      return { ...formatted, extensions: { code: tooDeep ? ErrorCode.QUERY_TOO_COSTLY : ErrorCode.BAD_USER_INPUT } };
+    }
+    if (code === 'PERSISTED_QUERY_NOT_FOUND' || code === 'OPERATION_RESOLUTION_FAILURE' || code === 'BAD_REQUEST') {
+      return { ...formatted, extensions: { code: ErrorCode.BAD_USER_INPUT } };
+    }
+    if (CONTRACT_CODES.has(code)) return { ...formatted, extensions: strip(formatted.extensions) };
+    log.error({ err: original }, 'unhandled error in GraphQL request');
+    return { message: 'Internal server error', path: formatted.path, extensions: { code: ErrorCode.INTERNAL } };
+  };
+}
+
+function strip(ext: Record<string, unknown> | undefined) {
+  const { stacktrace: _s, http: _h, ...rest } = ext ?? {};
+  return rest;
+}
+
+export const toGraphQLError = (err: AppError): GraphQLError => err.toGraphQLError();

@@ -1,0 +1,56 @@
+import { badInput } from './errors';
+
+export interface PageArgs {
+  first?: number | null;
+  after?: string | null;
+}
+export interface Page<T> {
+  edges: Array<{ cursor: string; node: T }>;
+  pageInfo: { hasNextPage: boolean; endCursor: string | null };
+}
+export interface Keyset {
+  createdAt: Date;
+  id: string;
+}
+
+export const MAX_PAGE = 100;
+const DEFAULT_PAGE = 20;
+
+/** Opaque cursor over the (created_at, id) keyset that every list is ordered by (newest first). */
+export const encodeCursor = (k: Keyset) => Buffer.from(`${k.createdAt.toISOString()}|${k.id}`).toString('base64url');
+
+export function decodeCursor(cursor: string): Keyset {
+  const [at, id] = Buffer.from(cursor, 'base64url').toString().split('|');
+  const createdAt = new Date(at);
+  if (!id || Number.isNaN(createdAt.getTime())) throw badInput('after', 'not a valid cursor');
+  return { createdAt, id };
+}
+
+export function pageSize(args: PageArgs): number {
+  const first = args.first ?? DEFAULT_PAGE;
+  if (!Number.isInteger(first) || first < 1 || first > MAX_PAGE) throw badInput('first', `must be between 1 and ${MAX_PAGE}`);
+  return first;
+}
+
+/**
+ * Keyset pagination: `fetch(after, limit)` returns rows ordered by (created_at DESC, id DESC)
+ * strictly after the cursor; one extra row tells whether there is a next page.
+ */
+export async function paginate<T extends Keyset>(
+  args: PageArgs,
+  fetch: (after: Keyset | null, limit: number) => Promise<T[]>,
+): Promise<Page<T>> {
+  const first = pageSize(args);
+  const after = args.after ? decodeCursor(args.after) : null;
+  const rows = await fetch(after, first + 1);
+  const page = rows.slice(0, first);
+  const edges = page.map((node) => ({ cursor: encodeCursor(node), node }));
+  return { edges, pageInfo: { hasNextPage: rows.length > first, endCursor: edges.at(-1)?.cursor ?? null } };
+}
+
+/** SQL fragment + params for "after this keyset" with params numbered from `start`. */
+export function keysetWhere(after: Keyset | null, start: number, alias = ''): { sql: string; params: unknown[] } {
+  if (!after) return { sql: 'TRUE', params: [] };
+  const a = alias ? `${alias}.` : '';
+  return { sql: `(${a}created_at, ${a}id) < ($${start}, $${start + 1})`, params: [after.createdAt, after.id] };
+}

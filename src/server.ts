@@ -1,0 +1,133 @@
+import { randomUUID } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { ApolloServer } from '@apollo/server';
+import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
+import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
+import { ApolloServerPluginLandingPageLocalDefault } from '@apollo/server/plugin/landingPage/default';
+import { expressMiddleware } from '@as-integrations/express5';
+import express, { type Request } from 'express';
+import depthLimit from 'graphql-depth-limit';
+import { GraphQLError, type GraphQLSchema } from 'graphql';
+import type { App } from './app';
+import { AppError, ErrorCode, unauthenticated } from './platform/errors';
+import type { GqlContext } from './platform/graphql/context';
+import { costPlugin } from './platform/graphql/cost';
+import { makeFormatError } from './platform/graphql/errors';
+import { buildNimbusSchema } from './platform/graphql/schema';
+import type { Principal } from './modules/tenancy/principal';
+import { ANONYMOUS_LIMIT, PLAN_LIMITS } from './modules/tenancy/plans';
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  httpServer: Server;
+  schema: GraphQLSchema;
+  close(): Promise<void>;
+}
+
+/** HTTP front of the API: GraphQL at /graphql, health at /healthz and /readyz, Prometheus at /metrics. */
+export async function startServer(app: App, opts: { port?: number; host?: string } = {}): Promise<RunningServer> {
+  const { env, log } = app;
+  const schema = await buildNimbusSchema();
+  const expressApp = express();
+  expressApp.disable('x-powered-by');
+  const httpServer = createServer(expressApp);
+  const production = env.NODE_ENV === 'production';
+
+  const apollo = new ApolloServer<GqlContext>({
+    schema,
+    introspection: !production,
+    csrfPrevention: true,
+    includeStacktraceInErrorResponses: false,
+    validationRules: [depthLimit(env.QUERY_DEPTH_LIMIT)],
+    formatError: makeFormatError(log),
+    plugins: [
+      ApolloServerPluginDrainHttpServer({ httpServer }),
+      production ? ApolloServerPluginLandingPageDisabled() : ApolloServerPluginLandingPageLocalDefault({ embed: true }),
+      costPlugin(() => schema, env.QUERY_COST_LIMIT),
+      app.metrics.apolloPlugin(),
+    ],
+  });
+  await apollo.start();
+
+  expressApp.use((req, res, next) => {
+    const incoming = req.header('x-request-id');
+    const id = incoming && /^[\w.-]{1,100}$/.test(incoming) ? incoming : randomUUID();
+    res.locals.requestId = id;
+    res.setHeader('x-request-id', id);
+    next();
+  });
+  expressApp.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  expressApp.get('/readyz', async (_req, res) => {
+    const checks = await Promise.all([
+      app.db.ping().then(() => 'ok', (e: Error) => e.message),
+      app.redis.ping().then(() => 'ok', (e: Error) => e.message),
+    ]);
+    const ready = checks.every((c) => c === 'ok');
+    res.status(ready ? 200 : 503).json({ status: ready ? 'ok' : 'unavailable', postgres: checks[0], redis: checks[1] });
+  });
+  expressApp.get('/metrics', async (_req, res) => {
+    res.type(app.metrics.registry.contentType).send(await app.metrics.registry.metrics());
+  });
+  expressApp.use(
+    '/graphql',
+    express.json({ limit: '12mb' }),
+    expressMiddleware(apollo, {
+      context: async ({ req, res }) => {
+        const requestId = String(res.locals.requestId);
+        const principal = await toGraphQL(() => authenticate(app, req));
+        await toGraphQL(() => rateLimit(app, principal, req));
+        return { requestId, principal, services: app.services, log: log.child({ requestId }) };
+      },
+    }),
+  );
+
+  const port = opts.port ?? env.PORT;
+  await new Promise<void>((resolve) => httpServer.listen(port, opts.host ?? env.HOST, resolve));
+  const actual = (httpServer.address() as AddressInfo).port;
+  return {
+    url: `http://127.0.0.1:${actual}/graphql`,
+    port: actual,
+    httpServer,
+    schema,
+    async close() {
+      await apollo.stop();
+    },
+  };
+}
+
+async function authenticate(app: App, req: Request): Promise<Principal | null> {
+  const header = req.header('authorization');
+  if (!header) return null;
+  const m = /^Bearer\s+(\S+)$/i.exec(header);
+  if (!m) throw unauthenticated('Authorization header must be "Bearer <token>"');
+  return app.services.tenancy.authenticate(m[1]);
+}
+
+async function rateLimit(app: App, principal: Principal | null, req: Request): Promise<void> {
+  if (!principal) {
+    await app.rateLimiter.consume([{ key: `ip:${req.ip}`, ratePerSecond: ANONYMOUS_LIMIT.rps, burst: ANONYMOUS_LIMIT.burst }]);
+    return;
+  }
+  const { plan } = await app.services.tenancy.tenantProfile(principal.tenantId);
+  const limits = PLAN_LIMITS[plan];
+  const buckets = [{ key: `t:${principal.tenantId}`, ratePerSecond: limits.tenantRps, burst: limits.tenantBurst }];
+  if (principal.kind === 'apiKey') buckets.push({ key: `k:${principal.apiKeyId}`, ratePerSecond: limits.keyRps, burst: limits.keyBurst });
+  await app.rateLimiter.consume(buckets);
+}
+
+/** Errors thrown while building the context must be GraphQLErrors with an HTTP status, or Apollo answers 500. */
+async function toGraphQL<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof AppError) {
+      const status = err.code === ErrorCode.UNAUTHENTICATED ? 401 : err.code === ErrorCode.RATE_LIMITED ? 429 : 400;
+      throw new GraphQLError(err.message, { extensions: { ...err.extensions, code: err.code, http: { status } } });
+    }
+    throw err;
+  }
+}
