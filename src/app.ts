@@ -8,10 +8,23 @@ import { createLogger } from './platform/logger';
 import { RateLimiter } from './platform/rate-limit';
 import { TokenSigner } from './modules/tenancy/credentials';
 import { TenancyService } from './modules/tenancy/tenancy.service';
+import { JobUpdateBus } from './modules/compute/job-updates';
+import { JobsService } from './modules/compute/jobs.service';
+import { OperatorService } from './modules/compute/operator.service';
+import { ServicesService, type PriceSource } from './modules/services/services.service';
+import { keys } from './platform/queue/messages';
 
 export interface AppServices {
   tenancy: TenancyService;
+  jobs: JobsService;
+  services: ServicesService;
+  operator: OperatorService;
 }
+
+/** Until billing's price book is wired in: list prices per usage minute, in cents. */
+const LIST_PRICES: PriceSource = {
+  unitPriceCents: async (kind, hardware) => (hardware === 'GPU' ? 20 : 2) * (kind === 'TRAINING' ? 1.5 : 1),
+};
 
 /** The wired application: repositories and clients first, then services. Used by the API, workers and tests. */
 export interface App {
@@ -19,6 +32,7 @@ export interface App {
   log: Logger;
   db: Database;
   redis: Redis;
+  bus: JobUpdateBus;
   rateLimiter: RateLimiter;
   metrics: Metrics;
   services: AppServices;
@@ -30,17 +44,26 @@ export async function createApp(env: Env, opts: { log?: Logger; metrics?: Metric
   const dataSource = createDataSource({ url: appDatabaseUrl(env), poolSize: env.DB_POOL_SIZE, applicationName: 'nimbus-api' });
   await dataSource.initialize();
   const db = new Database(dataSource);
-  const redis = new Redis(env.REDIS_URL, { maxRetriesPerRequest: 3, lazyConnect: false });
+  const redis = new Redis(env.REDIS_URL, { maxRetriesPerRequest: 3, connectionName: `${env.REDIS_PREFIX}:api` });
+  const subscriber = new Redis(env.REDIS_URL, { maxRetriesPerRequest: null, connectionName: `${env.REDIS_PREFIX}:api-sub` });
+  const k = keys(env.REDIS_PREFIX);
+  const bus = new JobUpdateBus(subscriber, k.jobUpdates);
+  await bus.start();
   const metrics = opts.metrics ?? new Metrics();
   const tenancy = new TenancyService(
     db, new TokenSigner(jwtKeys(env), env.JWT_KEY_ID, env.JWT_TTL_SECONDS), operatorEmails(env),
   );
+  const services = new ServicesService(LIST_PRICES);
+  const jobs = new JobsService(db, redis, k, bus, (p, ref, input) => services.resolve(p, ref, input), {
+    allowPlainHttpWebhooks: env.NODE_ENV !== 'production',
+  });
   return {
-    env, log, db, redis, metrics,
+    env, log, db, redis, metrics, bus,
     rateLimiter: new RateLimiter(redis, env.REDIS_PREFIX),
-    services: { tenancy },
+    services: { tenancy, jobs, services, operator: new OperatorService(db, redis, k) },
     async close() {
       redis.disconnect();
+      subscriber.disconnect();
       await dataSource.destroy();
     },
   };

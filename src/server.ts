@@ -7,6 +7,8 @@ import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/dis
 import { ApolloServerPluginLandingPageLocalDefault } from '@apollo/server/plugin/landingPage/default';
 import { expressMiddleware } from '@as-integrations/express5';
 import express, { type Request } from 'express';
+import { useServer } from 'graphql-ws/use/ws';
+import { WebSocketServer } from 'ws';
 import depthLimit from 'graphql-depth-limit';
 import { GraphQLError, type GraphQLSchema } from 'graphql';
 import type { App } from './app';
@@ -35,6 +37,25 @@ export async function startServer(app: App, opts: { port?: number; host?: string
   const httpServer = createServer(expressApp);
   const production = env.NODE_ENV === 'production';
 
+  // Subscriptions over graphql-ws on the same path; the credential comes in connectionParams.authorization.
+  const wss = new WebSocketServer({ server: httpServer, path: '/graphql' });
+  const wsCleanup = useServer<{ authorization?: string }, { principal?: Principal }>({
+    schema,
+    onConnect: async (ctx) => {
+      const token = /^Bearer\s+(\S+)$/i.exec(String(ctx.connectionParams?.authorization ?? ''))?.[1];
+      if (!token) return false;
+      try {
+        ctx.extra.principal = await app.services.tenancy.authenticate(token);
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    context: (ctx): GqlContext => ({
+      requestId: randomUUID(), principal: ctx.extra.principal ?? null, services: app.services, log,
+    }),
+  }, wss);
+
   const apollo = new ApolloServer<GqlContext>({
     schema,
     introspection: !production,
@@ -44,6 +65,7 @@ export async function startServer(app: App, opts: { port?: number; host?: string
     formatError: makeFormatError(log),
     plugins: [
       ApolloServerPluginDrainHttpServer({ httpServer }),
+      { async serverWillStart() { return { async drainServer() { await wsCleanup.dispose(); } }; } },
       production ? ApolloServerPluginLandingPageDisabled() : ApolloServerPluginLandingPageLocalDefault({ embed: true }),
       costPlugin(() => schema, env.QUERY_COST_LIMIT),
       app.metrics.apolloPlugin(),

@@ -1,0 +1,46 @@
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { DataSource } from 'typeorm';
+import type { keys } from '../../../platform/queue/messages';
+import type { ComputeMetrics } from '../compute.metrics';
+
+/** What the control plane's parts share: the owner connection (it works across tenants), Redis, keys. */
+export interface ControlPlaneContext {
+  db: DataSource;
+  redis: Redis;
+  /** Creates a dedicated connection (blocking reads, subscriptions, BullMQ). */
+  connect(name: string): Redis;
+  keys: ReturnType<typeof keys>;
+  prefix: string;
+  log: Logger;
+  metrics: ComputeMetrics;
+  settings: ControlPlaneSettings;
+}
+
+export interface ControlPlaneSettings {
+  /** Quota of a tenant without a row for a hardware class (devices). */
+  defaultQuota: { CPU: { guaranteed: number; limit: number }; GPU: { guaranteed: number; limit: number } };
+  /** How often Postgres is reconciled with the in-memory admitter (catches lost wake-ups, deadlines). */
+  reconcileIntervalMs: number;
+  /** A dispatched attempt not started by then is dispatched again (its BullMQ message may be lost). */
+  redispatchAfterMs: number;
+  /** A RUNNING attempt its node no longer reports for this long is treated as lost. */
+  orphanAfterMs: number;
+  /** Webhooks to private/loopback addresses are refused unless this is set (tests, local development). */
+  webhookAllowPrivate: boolean;
+  webhookMaxAttempts: number;
+  /** Inputs and outputs are deleted this long after a job ends (metadata is kept). */
+  dataRetentionSeconds: number;
+  webhookBackoffMs: number;
+}
+
+export const DEFAULT_SETTINGS: ControlPlaneSettings = {
+  defaultQuota: { CPU: { guaranteed: 2, limit: 64 }, GPU: { guaranteed: 0, limit: 8 } },
+  reconcileIntervalMs: 1000,
+  redispatchAfterMs: 5000,
+  orphanAfterMs: 5000,
+  webhookAllowPrivate: false,
+  webhookMaxAttempts: 8,
+  dataRetentionSeconds: 3600,
+  webhookBackoffMs: 1000,
+};

@@ -1,0 +1,78 @@
+import { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { createDataSource } from '../../../platform/db/data-source';
+import type { Metrics } from '../../../platform/http/metrics';
+import { keys } from '../../../platform/queue/messages';
+import type { Env } from '../../../config/env';
+import { ComputeMetrics } from '../compute.metrics';
+import { ANNOUNCE_COLUMNS, Announcer } from './announcer';
+import { DEFAULT_SETTINGS, type ControlPlaneContext, type ControlPlaneSettings } from './context';
+import { NodeMonitor } from './node-monitor';
+import { Reconciler } from './reconciler';
+import { Recorder } from './recorder';
+import { Scheduler } from './scheduler';
+import { WebhookSender } from './webhooks';
+
+export interface ControlPlane {
+  cx: ControlPlaneContext;
+  scheduler: Scheduler;
+  recorder: Recorder;
+  monitor: NodeMonitor;
+  reconciler: Reconciler;
+  stop(): Promise<void>;
+}
+
+/**
+ * The control plane: admitter, completion recorder, node monitor, reconciler and webhook sender.
+ * It connects as the database owner (it works across tenants and holds no request context);
+ * node agents never touch the database.
+ */
+export async function startControlPlane(
+  env: Env, opts: { log: Logger; metrics: Metrics; settings?: Partial<ControlPlaneSettings> },
+): Promise<ControlPlane> {
+  const db = createDataSource({ url: env.DATABASE_URL, poolSize: 5, applicationName: 'nimbus-control-plane' });
+  await db.initialize();
+  const connections: Redis[] = [];
+  const connect = (name: string) => {
+    const r = new Redis(env.REDIS_URL, { maxRetriesPerRequest: null, connectionName: `${env.REDIS_PREFIX}:cp:${name}` });
+    r.on('error', () => undefined); // reconnects on its own; failures surface in the loops that use it
+    connections.push(r);
+    return r;
+  };
+  const cx: ControlPlaneContext = {
+    db, redis: connect('main'), connect, keys: keys(env.REDIS_PREFIX), prefix: env.REDIS_PREFIX, log: opts.log,
+    metrics: new ComputeMetrics(opts.metrics.registry),
+    settings: {
+      ...DEFAULT_SETTINGS,
+      webhookAllowPrivate: env.NODE_ENV !== 'production',
+      ...opts.settings,
+    },
+  };
+  const webhooks = new WebhookSender(cx);
+  const announcer = new Announcer(cx, webhooks);
+  const scheduler = new Scheduler(cx);
+  const monitor = new NodeMonitor(cx, scheduler, announcer);
+  const recorder = new Recorder(cx, scheduler, announcer);
+  const reconciler = new Reconciler(cx, scheduler, monitor, announcer);
+  scheduler.onCanceled = async (jobId) => {
+    const [row] = await db.query(`SELECT ${ANNOUNCE_COLUMNS} FROM jobs WHERE id = $1`, [jobId]);
+    if (row) await announcer.announce(row);
+  };
+  webhooks.start();
+  const nodes = await monitor.start();
+  await scheduler.start(nodes);
+  await recorder.start();
+  reconciler.start();
+  return {
+    cx, scheduler, recorder, monitor, reconciler,
+    async stop() {
+      reconciler.stop();
+      monitor.stop();
+      await recorder.stop();
+      await scheduler.stop();
+      await webhooks.stop();
+      for (const c of connections) c.disconnect();
+      await db.destroy();
+    },
+  };
+}

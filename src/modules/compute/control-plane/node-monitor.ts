@@ -1,0 +1,138 @@
+import type { NodeInfo } from '../../../platform/queue/messages';
+import { ANNOUNCE_COLUMNS, type Announcer, type AnnounceRow } from './announcer';
+import type { ControlPlaneContext } from './context';
+import type { Scheduler } from './scheduler';
+
+interface Known {
+  info: NodeInfo;
+}
+
+/**
+ * Watches node agents' registrations and heartbeats in Redis. A node whose heartbeat lapses is
+ * LOST: its running attempts are recorded as non-billable platform faults and its jobs go back
+ * to the queue with the next attempt, or end FAILED once they have used all their attempts.
+ */
+export class NodeMonitor {
+  private readonly known = new Map<string, Known>();
+  private timer: NodeJS.Timeout | null = null;
+  private busy = false;
+
+  constructor(private readonly cx: ControlPlaneContext, private readonly scheduler: Scheduler, private readonly announcer: Announcer) {}
+
+  /** Reads the live nodes once (for the scheduler's initial state), then polls. */
+  async start(): Promise<Array<{ id: string; hardware: 'CPU' | 'GPU'; totalDevices: number }>> {
+    const live = await this.liveNodes();
+    for (const info of live) {
+      this.known.set(info.name, { info });
+      await this.upsert(info);
+    }
+    await this.markMissingLost(new Set(live.map((n) => n.name)));
+    this.timer = setInterval(() => void this.tick(), 500);
+    return live.map((n) => ({ id: n.name, hardware: n.hardware, totalDevices: n.devices }));
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  runningOn(node: string): Set<string> | null {
+    const k = this.known.get(node);
+    return k ? new Set(k.info.running) : null;
+  }
+
+  private async tick(): Promise<void> {
+    if (this.busy) return;
+    this.busy = true;
+    try {
+      const live = await this.liveNodes();
+      const liveNames = new Set(live.map((n) => n.name));
+      for (const info of live) {
+        const prev = this.known.get(info.name);
+        if (prev && prev.info.startedAt !== info.startedAt) await this.lost(info.name, 'node restarted');
+        if (!prev || prev.info.startedAt !== info.startedAt) {
+          this.known.set(info.name, { info });
+          await this.upsert(info);
+          this.scheduler.addNode({ id: info.name, hardware: info.hardware, totalDevices: info.devices });
+          this.cx.log.info({ node: info.name, hardware: info.hardware, devices: info.devices }, 'node ready');
+        } else {
+          prev.info = info;
+          await this.cx.db.query(`UPDATE nodes SET last_heartbeat_at = now() WHERE id = $1`, [info.name]);
+        }
+      }
+      for (const name of [...this.known.keys()]) if (!liveNames.has(name)) await this.lost(name, 'heartbeat missed');
+    } catch (err) {
+      this.cx.log.warn({ err: (err as Error).message }, 'node monitor tick failed');
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private async liveNodes(): Promise<NodeInfo[]> {
+    const { redis, keys } = this.cx;
+    const names = await redis.smembers(keys.nodeSet);
+    if (names.length === 0) return [];
+    const pipe = redis.pipeline();
+    for (const n of names) pipe.get(keys.node(n)).exists(keys.heartbeat(n));
+    const res = (await pipe.exec()) ?? [];
+    const out: NodeInfo[] = [];
+    names.forEach((_, i) => {
+      const info = res[2 * i]?.[1] as string | null;
+      const alive = res[2 * i + 1]?.[1] === 1;
+      if (info && alive) out.push(JSON.parse(info) as NodeInfo);
+    });
+    return out;
+  }
+
+  private async upsert(info: NodeInfo): Promise<void> {
+    await this.cx.db.query(
+      `INSERT INTO nodes (id, hardware, devices, gpu_model, status, last_heartbeat_at) VALUES ($1, $2, $3, $4, 'READY', now())
+       ON CONFLICT (id) DO UPDATE SET hardware = $2, devices = $3, gpu_model = $4, status = 'READY', last_heartbeat_at = now()`,
+      [info.name, info.hardware, info.devices, info.gpuModel],
+    );
+  }
+
+  /** Nodes Postgres believes READY but that are not alive now (the control plane was down when they died). */
+  private async markMissingLost(live: Set<string>): Promise<void> {
+    const rows: Array<{ id: string }> = await this.cx.db.query(`SELECT id FROM nodes WHERE status = 'READY'`);
+    for (const r of rows) if (!live.has(r.id)) await this.lost(r.id, 'not alive at control-plane start');
+  }
+
+  async lost(name: string, why: string): Promise<void> {
+    this.known.delete(name);
+    const rows = await this.abandonAttempts(`node_id = $1`, [name], 'NODE_LOST', `node ${name} lost (${why})`);
+    await this.cx.db.query(`UPDATE nodes SET status = 'LOST' WHERE id = $1`, [name]);
+    this.scheduler.removeNode(name);
+    await this.cx.redis.multi().srem(this.cx.keys.nodeSet, name).del(this.cx.keys.node(name)).exec();
+    for (const r of rows) if (r.status !== 'QUEUED') this.scheduler.dequeue(r.id);
+    this.cx.log.warn({ node: name, why, jobs: rows.map((r) => r.id) }, 'node lost; its jobs were requeued');
+  }
+
+  /**
+   * Gives up the current attempt of matching ADMITTED/RUNNING jobs: a non-billable ledger row for
+   * attempts that had started, then back to QUEUED, or FAILED after max_attempts platform faults.
+   */
+  async abandonAttempts(where: string, params: unknown[], code: string, message: string): Promise<AnnounceRow[]> {
+    const rows = await this.cx.db.transaction(async (m) => {
+      const n = params.length;
+      await m.query(
+        `INSERT INTO usage_ledger (tenant_id, job_id, attempt, job_kind, service, hardware, devices, node_id, started_at, ended_at, billable_ms, billable, reason)
+         SELECT tenant_id, id, attempt, kind, service, hardware, devices, node_id, started_at, now(),
+                (devices * extract(epoch FROM now() - started_at) * 1000)::bigint, false, $${n + 1}
+           FROM jobs WHERE ${where} AND status = 'RUNNING' AND started_at IS NOT NULL
+         ON CONFLICT (job_id, attempt) DO NOTHING`,
+        [...params, code],
+      );
+      return (await m.query(
+        `UPDATE jobs SET node_id = NULL, borrowed = false, progress = 0,
+                status = CASE WHEN attempt >= max_attempts THEN 'FAILED' ELSE 'QUEUED' END,
+                error = CASE WHEN attempt >= max_attempts THEN jsonb_build_object('code', $${n + 1}::text, 'message', $${n + 2}::text || ' after ' || attempt || ' attempts') END,
+                completed_at = CASE WHEN attempt >= max_attempts THEN now() END
+          WHERE ${where} AND status IN ('ADMITTED','RUNNING')
+          RETURNING ${ANNOUNCE_COLUMNS}`,
+        [...params, code, message],
+      ))[0] as AnnounceRow[];
+    });
+    for (const r of rows) await this.announcer.announce(r);
+    return rows;
+  }
+}

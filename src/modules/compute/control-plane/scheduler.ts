@@ -1,0 +1,244 @@
+import { Queue } from 'bullmq';
+import { Admitter, type Admission, type NodeSpec, type Preemption } from '../admission';
+import { bullPrefix, type AdmissionMessage, type DispatchPayload, type Hardware } from '../../../platform/queue/messages';
+import type { ControlPlaneContext } from './context';
+
+interface AdmittedRow {
+  id: string; tenant_id: string; attempt: number; service: string; input: unknown; devices: number;
+  hardware: Hardware; deadline_at: Date | null; created_at: Date; node_id: string;
+}
+
+/**
+ * The admitter's I/O shell: feeds the pure Admitter from Postgres and Redis wake-ups, writes its
+ * decisions to Postgres (guarded by status, so a job cancelled meanwhile is never dispatched) and
+ * dispatches admitted attempts to their node's BullMQ queue.
+ */
+export class Scheduler {
+  private admitter: Admitter;
+  /** The attempt the admitter holds devices for, so a stale attempt's end never frees a newer one's. */
+  private readonly activeAttempt = new Map<string, number>();
+  private readonly queues = new Map<string, Queue<DispatchPayload>>();
+  private running = false;
+  private wakeRequested = false;
+  private wakeResolve: (() => void) | null = null;
+  private loop: Promise<void> | null = null;
+  private reader: ReturnType<ControlPlaneContext['connect']> | null = null;
+  private readerLoop: Promise<void> | null = null;
+  /** Called when the API cancelled a job (for announcing it: webhooks live in the control plane). */
+  onCanceled: ((jobId: string) => Promise<void>) | null = null;
+
+  constructor(private readonly cx: ControlPlaneContext) {
+    this.admitter = new Admitter({ nodes: [], quotas: [], defaultQuota: cx.settings.defaultQuota, active: [], pending: [] });
+  }
+
+  /** Rebuilds the admitter from Postgres (the truth), then starts deciding. */
+  async start(nodes: NodeSpec[]): Promise<void> {
+    const { db, settings } = this.cx;
+    const quotas: Array<{ tenant_id: string; hardware: Hardware; guaranteed: number; limit: number }> = await db.query('SELECT * FROM quotas');
+    const active: any[] = await db.query(
+      `SELECT id, tenant_id, hardware, devices, node_id, borrowed, attempt, created_at, admitted_at FROM jobs WHERE status IN ('ADMITTED','RUNNING') AND node_id IS NOT NULL`,
+    );
+    const pending: any[] = await db.query(`SELECT id, tenant_id, hardware, devices, created_at FROM jobs WHERE status = 'QUEUED' ORDER BY created_at`);
+    this.admitter = new Admitter({
+      nodes, defaultQuota: settings.defaultQuota,
+      quotas: quotas.map((q) => ({ tenantId: q.tenant_id, hardware: q.hardware, guaranteed: q.guaranteed, limit: q.limit })),
+      active: active.map((j) => ({
+        id: j.id, tenantId: j.tenant_id, hardware: j.hardware, devices: j.devices, enqueuedAt: +j.created_at,
+        nodeId: j.node_id, admittedAt: +(j.admitted_at ?? j.created_at), borrowed: j.borrowed,
+      })),
+      pending: pending.map((j) => ({ id: j.id, tenantId: j.tenant_id, hardware: j.hardware, devices: j.devices, enqueuedAt: +j.created_at })),
+    });
+    for (const j of active) this.activeAttempt.set(j.id, j.attempt);
+    this.running = true;
+    this.reader = this.cx.connect('admission-reader');
+    this.readerLoop = this.readWakeups();
+    this.loop = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    this.wake();
+    this.reader?.disconnect();
+    await Promise.allSettled([this.loop, this.readerLoop]);
+    await Promise.all([...this.queues.values()].map((q) => q.close()));
+  }
+
+  wake(): void {
+    this.wakeRequested = true;
+    this.wakeResolve?.();
+  }
+
+  addNode(node: NodeSpec): void {
+    this.admitter.addNode(node);
+    this.wake();
+  }
+
+  /** A node is gone: its jobs go back to the admitter's queue (the caller updates Postgres). */
+  removeNode(nodeId: string): void {
+    for (const job of this.admitter.removeNode(nodeId)) this.activeAttempt.delete(job.id);
+    const q = this.queues.get(nodeId);
+    this.queues.delete(nodeId);
+    void q?.obliterate({ force: true }).catch(() => undefined).finally(() => q.close());
+    this.wake();
+  }
+
+  setQuota(q: { tenantId: string; hardware: Hardware; guaranteed: number; limit: number }): void {
+    this.admitter.setQuota(q);
+    this.wake();
+  }
+
+  enqueue(job: { id: string; tenantId: string; hardware: Hardware; devices: number; enqueuedAt: number }): void {
+    if (this.admitter.isPending(job.id) || this.admitter.activeJob(job.id)) return;
+    this.admitter.enqueue(job);
+    this.wake();
+  }
+
+  /** An attempt ended (or was abandoned): free its devices if it is the one the admitter holds. */
+  attemptEnded(jobId: string, attempt: number): void {
+    if (this.activeAttempt.get(jobId) !== attempt) return;
+    this.activeAttempt.delete(jobId);
+    this.admitter.jobFinished(jobId);
+    this.wake();
+  }
+
+  /** A queued job left the queue without running (cancelled, deadline). */
+  dequeue(jobId: string): void {
+    this.admitter.dequeue(jobId);
+  }
+
+  isKnown(jobId: string): boolean {
+    return this.admitter.isPending(jobId) || this.activeAttempt.has(jobId);
+  }
+
+  knownPending(): boolean {
+    return this.admitter.pendingCount().length > 0;
+  }
+
+  usage() {
+    return this.admitter.snapshotUsage();
+  }
+
+  pendingByTenant() {
+    return this.admitter.pendingCount();
+  }
+
+  /** Re-sends an attempt's dispatch (same BullMQ job id, so a message still queued is not doubled). */
+  async redispatch(row: AdmittedRow): Promise<void> {
+    await this.dispatch([row]);
+  }
+
+  private async run(): Promise<void> {
+    while (this.running) {
+      if (!this.wakeRequested) {
+        await new Promise<void>((resolve) => {
+          this.wakeResolve = resolve;
+          setTimeout(resolve, 250);
+        });
+        this.wakeResolve = null;
+      }
+      this.wakeRequested = false;
+      if (!this.running) break;
+      try {
+        await this.decideOnce();
+      } catch (err) {
+        this.cx.log.error({ err }, 'admission round failed; retrying');
+        await new Promise((r) => setTimeout(r, 200));
+        this.wakeRequested = true;
+      }
+    }
+  }
+
+  private async decideOnce(): Promise<void> {
+    const decision = this.admitter.decide(Date.now());
+    if (decision.preempt.length) await this.applyPreemptions(decision.preempt);
+    if (decision.admit.length) await this.applyAdmissions(decision.admit);
+    const m = this.cx.metrics;
+    m.pendingJobs.reset();
+    for (const row of this.admitter.pendingCount()) m.pendingJobs.set({ tenant: row.tenantId, hardware: row.hardware }, row.jobs);
+  }
+
+  private async applyAdmissions(admits: Admission[]): Promise<void> {
+    const rows: AdmittedRow[] = (await this.cx.db.query(
+      `UPDATE jobs j SET status = 'ADMITTED', node_id = a.node_id, borrowed = a.borrowed, attempt = j.attempt + 1, admitted_at = now()
+         FROM unnest($1::uuid[], $2::text[], $3::bool[]) AS a(id, node_id, borrowed)
+        WHERE j.id = a.id AND j.status = 'QUEUED'
+        RETURNING j.id, j.tenant_id, j.attempt, j.service, j.input, j.devices, j.hardware, j.deadline_at, j.created_at, j.node_id`,
+      [admits.map((a) => a.jobId), admits.map((a) => a.nodeId), admits.map((a) => a.borrowed)],
+    ))[0];
+    const admitted = new Set(rows.map((r) => r.id));
+    // Cancelled (or otherwise moved on) between enqueue and admission: give the devices back.
+    for (const a of admits) if (!admitted.has(a.jobId)) this.admitter.jobFinished(a.jobId);
+    const now = Date.now();
+    for (const r of rows) {
+      this.activeAttempt.set(r.id, r.attempt);
+      this.cx.metrics.admissionWait.observe({ hardware: r.hardware }, (now - +r.created_at) / 1000);
+    }
+    await this.dispatch(rows);
+  }
+
+  private async dispatch(rows: AdmittedRow[]): Promise<void> {
+    const byNode = new Map<string, AdmittedRow[]>();
+    for (const r of rows) byNode.set(r.node_id, [...(byNode.get(r.node_id) ?? []), r]);
+    await Promise.all([...byNode].map(([node, list]) => this.queueFor(node).addBulk(list.map((r) => ({
+      name: r.service,
+      data: {
+        jobId: r.id, tenantId: r.tenant_id, attempt: r.attempt, service: r.service, input: r.input,
+        devices: r.devices, hardware: r.hardware, deadlineAt: r.deadline_at ? +r.deadline_at : null,
+      },
+      // One message per attempt: a re-dispatch of the same attempt is deduplicated by BullMQ.
+      opts: { jobId: `${r.id}.${r.attempt}`, removeOnComplete: true, removeOnFail: 1000 },
+    })))));
+  }
+
+  private async applyPreemptions(preempts: Preemption[]): Promise<void> {
+    const rows: Array<{ id: string; attempt: number; hardware: Hardware }> = (await this.cx.db.query(
+      `UPDATE jobs SET status = 'QUEUED', node_id = NULL, borrowed = false, progress = 0
+        WHERE id = ANY($1::uuid[]) AND status IN ('ADMITTED','RUNNING')
+        RETURNING id, attempt, hardware`,
+      [preempts.map((p) => p.jobId)],
+    ))[0];
+    for (const r of rows) {
+      this.activeAttempt.delete(r.id);
+      this.cx.metrics.preemptions.inc({ hardware: r.hardware });
+      await this.cx.redis.publish(this.cx.keys.cancel, JSON.stringify({ jobId: r.id, attempt: r.attempt, reason: 'PREEMPTED' }));
+      await this.cx.redis.publish(this.cx.keys.jobUpdates, JSON.stringify({ jobId: r.id, status: 'QUEUED' }));
+    }
+    this.cx.log.info({ preempted: preempts.map((p) => ({ job: p.jobId, for: p.forJobId })) }, 'preempted borrowed jobs');
+  }
+
+  private queueFor(node: string): Queue<DispatchPayload> {
+    let q = this.queues.get(node);
+    if (!q) {
+      q = new Queue<DispatchPayload>(`node-${node}`, { connection: this.cx.connect(`dispatch-${node}`), prefix: bullPrefix(this.cx.prefix) });
+      this.queues.set(node, q);
+    }
+    return q;
+  }
+
+  /** Wake-ups from the API (new jobs, cancellations) through a Redis stream. */
+  private async readWakeups(): Promise<void> {
+    let lastId = '$';
+    while (this.running && this.reader) {
+      try {
+        const res = (await this.reader.xread('COUNT', 500, 'BLOCK', 1000, 'STREAMS', this.cx.keys.admission, lastId)) as
+          | Array<[string, Array<[string, string[]]>]> | null;
+        if (!res) continue;
+        for (const [, entries] of res) {
+          for (const [id, fields] of entries) {
+            lastId = id;
+            const msg = JSON.parse(fields[1]) as AdmissionMessage;
+            if (msg.op === 'canceled') {
+              this.dequeue(msg.id);
+              await this.onCanceled?.(msg.id);
+            } else if (msg.op === 'quota') this.setQuota(msg);
+            else this.enqueue(msg);
+          }
+        }
+      } catch (err) {
+        if (!this.running) return;
+        this.cx.log.warn({ err: (err as Error).message }, 'admission stream read failed; retrying');
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+  }
+}

@@ -1,0 +1,128 @@
+import { randomBytes } from 'node:crypto';
+import { lookup } from 'node:dns/promises';
+import http from 'node:http';
+import https from 'node:https';
+import type { LookupAddress } from 'node:dns';
+import { Queue, Worker, type Job as BullJob } from 'bullmq';
+import { isPublicAddress } from '../../services/ip-policy';
+import { bullPrefix } from '../../../platform/queue/messages';
+import { signWebhook } from '../webhook-signing';
+import type { ControlPlaneContext } from './context';
+
+interface WebhookTask {
+  tenantId: string;
+  jobId: string;
+  type: string;
+  url: string;
+  /** Standard Webhooks `webhook-id`: the same for every retry of this event. */
+  webhookId: string;
+}
+
+const PROGRESS_MIN_INTERVAL_MS = 2000;
+const TIMEOUT_MS = 10_000;
+
+/**
+ * Delivers job events to the tenant's webhook URL: signed (Standard Webhooks), redirects not
+ * followed, private addresses refused (SSRF), retried with exponential backoff by BullMQ, and
+ * every attempt recorded in webhook_deliveries.
+ */
+export class WebhookSender {
+  private queue: Queue<WebhookTask> | null = null;
+  private worker: Worker<WebhookTask> | null = null;
+  private readonly lastProgress = new Map<string, number>();
+
+  constructor(private readonly cx: ControlPlaneContext) {}
+
+  start(): void {
+    const prefix = bullPrefix(this.cx.prefix);
+    this.queue = new Queue<WebhookTask>('webhooks', { connection: this.cx.connect('webhooks-q'), prefix });
+    this.worker = new Worker<WebhookTask>('webhooks', (job) => this.deliver(job), {
+      connection: this.cx.connect('webhooks-w'), prefix, concurrency: 8,
+    });
+    this.worker.on('error', (err) => this.cx.log.warn({ err: err.message }, 'webhook worker error'));
+  }
+
+  async stop(): Promise<void> {
+    await this.worker?.close();
+    await this.queue?.close();
+  }
+
+  async enqueue(t: { tenantId: string; jobId: string; type: string; url: string; throttle?: boolean }): Promise<void> {
+    if (t.throttle) {
+      const last = this.lastProgress.get(t.jobId) ?? 0;
+      if (Date.now() - last < PROGRESS_MIN_INTERVAL_MS) return;
+      this.lastProgress.set(t.jobId, Date.now());
+    } else {
+      this.lastProgress.delete(t.jobId);
+    }
+    // Terminal events have a deterministic id, so a replayed completion never sends a second event.
+    const webhookId = t.throttle ? `msg_${t.jobId}_${t.type}_${randomBytes(4).toString('hex')}` : `msg_${t.jobId}_${t.type}`;
+    await this.queue!.add(t.type, { ...t, webhookId }, {
+      jobId: webhookId, attempts: this.cx.settings.webhookMaxAttempts,
+      backoff: { type: 'exponential', delay: this.cx.settings.webhookBackoffMs }, removeOnComplete: 1000, removeOnFail: 1000,
+    });
+  }
+
+  private async deliver(job: BullJob<WebhookTask>): Promise<void> {
+    const t = job.data;
+    const [tenant]: Array<{ webhook_secret: string }> = await this.cx.db.query('SELECT webhook_secret FROM tenants WHERE id = $1', [t.tenantId]);
+    const [row]: any[] = await this.cx.db.query(
+      `SELECT j.id, j.kind, j.status, j.progress, j.output, j.error, j.created_at, j.started_at, j.completed_at, j.hardware,
+              COALESCE((SELECT sum(billable_ms) FROM usage_ledger u WHERE u.job_id = j.id AND u.billable), 0)::bigint AS billable_ms
+         FROM jobs j WHERE j.id = $1`, [t.jobId]);
+    if (!tenant || !row) return;
+    const timestamp = Math.floor(Date.now() / 1000);
+    const body = JSON.stringify({
+      type: t.type,
+      timestamp: new Date(timestamp * 1000).toISOString(),
+      data: {
+        id: row.id, status: row.status, progress: row.progress, output: row.output, error: row.error,
+        createdAt: row.created_at, startedAt: row.started_at, completedAt: row.completed_at,
+        usage: { seconds: Number(row.billable_ms) / 1000, hardware: row.hardware },
+      },
+    });
+    const headers = {
+      'content-type': 'application/json',
+      'user-agent': 'Nimbus-Webhooks/1',
+      'webhook-id': t.webhookId,
+      'webhook-timestamp': String(timestamp),
+      'webhook-signature': signWebhook(tenant.webhook_secret, t.webhookId, timestamp, body),
+    };
+    let statusCode: number | null = null;
+    let error: string | null = null;
+    try {
+      statusCode = await post(t.url, headers, body, this.cx.settings.webhookAllowPrivate);
+      if (statusCode < 200 || statusCode >= 300) error = `HTTP ${statusCode}${statusCode >= 300 && statusCode < 400 ? ' (redirects are not followed)' : ''}`;
+    } catch (err) {
+      error = (err as Error).message;
+    }
+    await this.cx.db.query(
+      `INSERT INTO webhook_deliveries (tenant_id, job_id, webhook_id, event_type, url, attempt, status_code, error, delivered)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+      [t.tenantId, t.jobId, t.webhookId, t.type, t.url, job.attemptsMade + 1, statusCode, error, error === null],
+    );
+    if (error) throw new Error(error);
+  }
+}
+
+/** POSTs once; connects only to an address that passed the SSRF check (no DNS rebinding window). */
+async function post(rawUrl: string, headers: Record<string, string>, body: string, allowPrivate: boolean): Promise<number> {
+  const url = new URL(rawUrl);
+  const addresses: LookupAddress[] = await lookup(url.hostname, { all: true });
+  const allowed = addresses.filter((a) => allowPrivate || isPublicAddress(a.address));
+  if (allowed.length === 0) throw new Error(`refused: ${url.hostname} resolves to a private or reserved address`);
+  const pinned = allowed[0];
+  const client = url.protocol === 'https:' ? https : http;
+  return new Promise<number>((resolve, reject) => {
+    const req = client.request(url, {
+      method: 'POST', headers: { ...headers, 'content-length': Buffer.byteLength(body) }, timeout: TIMEOUT_MS,
+      lookup: (_host, _opts, cb) => (cb as (e: null, a: string, f: number) => void)(null, pinned.address, pinned.family),
+    }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+    req.on('error', reject);
+    req.end(body);
+  });
+}

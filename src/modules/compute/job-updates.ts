@@ -1,0 +1,78 @@
+import type { Redis } from 'ioredis';
+
+export interface JobUpdate {
+  jobId: string;
+  tenantId?: string;
+  status: string;
+  progress?: number;
+}
+
+/**
+ * Job updates for this API process: one Redis subscription to the control plane's channel,
+ * fanned out in memory to waiting `predict(wait:)` calls and GraphQL subscriptions.
+ */
+export class JobUpdateBus {
+  private readonly listeners = new Map<string, Set<(u: JobUpdate) => void>>();
+  private ready: Promise<unknown> | null = null;
+
+  constructor(private readonly subscriber: Redis, private readonly channel: string) {}
+
+  start(): Promise<unknown> {
+    this.subscriber.on('message', (_ch, raw) => {
+      const u = JSON.parse(raw) as JobUpdate;
+      for (const fn of this.listeners.get(u.jobId) ?? []) fn(u);
+    });
+    this.ready = this.subscriber.subscribe(this.channel);
+    return this.ready;
+  }
+
+  on(jobId: string, fn: (u: JobUpdate) => void): () => void {
+    let set = this.listeners.get(jobId);
+    if (!set) this.listeners.set(jobId, (set = new Set()));
+    set.add(fn);
+    return () => {
+      set!.delete(fn);
+      if (set!.size === 0) this.listeners.delete(jobId);
+    };
+  }
+
+  /** Resolves at the first update matching `until` or after `ms`; register before acting to avoid a race. */
+  waiter(jobId: string, until: (u: JobUpdate) => boolean): { promise(ms: number): Promise<void>; cancel(): void } {
+    let resolve!: () => void;
+    const done = new Promise<void>((r) => (resolve = r));
+    const off = this.on(jobId, (u) => {
+      if (until(u)) resolve();
+    });
+    return {
+      promise: async (ms) => {
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([done, new Promise<void>((r) => (timer = setTimeout(r, ms)))]);
+        clearTimeout(timer);
+        off();
+      },
+      cancel: off,
+    };
+  }
+
+  /** An async iterator of updates for one job (GraphQL subscriptions). */
+  async *stream(jobId: string, signal?: AbortSignal): AsyncGenerator<JobUpdate> {
+    const queue: JobUpdate[] = [];
+    let wake: (() => void) | null = null;
+    const off = this.on(jobId, (u) => {
+      queue.push(u);
+      wake?.();
+    });
+    const abort = () => wake?.();
+    signal?.addEventListener('abort', abort);
+    try {
+      while (!signal?.aborted) {
+        if (queue.length === 0) await new Promise<void>((r) => (wake = r));
+        wake = null;
+        while (queue.length) yield queue.shift()!;
+      }
+    } finally {
+      off();
+      signal?.removeEventListener('abort', abort);
+    }
+  }
+}

@@ -1,0 +1,72 @@
+/**
+ * What crosses Redis between the control plane and node agents. Node agents import only this
+ * file (and the runtimes), never database code: they hold no database credentials.
+ */
+export type Hardware = 'CPU' | 'GPU';
+export type TerminalStatus = 'SUCCEEDED' | 'FAILED' | 'CANCELED';
+
+/** Redis keys, all under the deployment's prefix. */
+export const keys = (prefix: string) => ({
+  /** BullMQ queue name of one node's dispatch queue (BullMQ adds its own `prefix:` in front). */
+  nodeQueue: (node: string) => `node-${node}`,
+  /** Stream of node → control plane events, consumed by a group (at-least-once, acked after commit). */
+  events: `${prefix}:stream:node-events`,
+  /** Stream of API → admitter "a job is waiting" wake-ups (Postgres is the truth; this is latency). */
+  admission: `${prefix}:stream:admission`,
+  /** Pub/sub: job updates for waiting requests and subscriptions, published after each commit. */
+  jobUpdates: `${prefix}:pub:job-updates`,
+  /** Pub/sub: cancellations for node agents. */
+  cancel: `${prefix}:pub:cancel`,
+  /** A cancelled job id, checked by a node before it starts an attempt it already pulled. */
+  canceled: (jobId: string) => `${prefix}:canceled:${jobId}`,
+  /** Hash of a node's registration; heartbeat key with a TTL. */
+  node: (node: string) => `${prefix}:node:${node}`,
+  heartbeat: (node: string) => `${prefix}:node:${node}:hb`,
+  nodeSet: `${prefix}:nodes`,
+});
+
+/** BullMQ queues share the deployment prefix so test runs and deployments never mix. */
+export const bullPrefix = (prefix: string) => `${prefix}:bull`;
+
+/** What the API writes to the admission stream (Postgres already holds the change; this is latency). */
+export type AdmissionMessage =
+  | { op: 'enqueue'; id: string; tenantId: string; hardware: Hardware; devices: number; enqueuedAt: number }
+  | { op: 'canceled'; id: string }
+  | { op: 'quota'; tenantId: string; hardware: Hardware; guaranteed: number; limit: number };
+
+/** Payload of a dispatch (one attempt of one job on one node). */
+export interface DispatchPayload {
+  jobId: string;
+  tenantId: string;
+  attempt: number;
+  service: string;
+  input: unknown;
+  devices: number;
+  hardware: Hardware;
+  /** Epoch ms; an attempt that would start after it ends CANCELED without running. */
+  deadlineAt: number | null;
+}
+
+export type NodeEvent =
+  | { type: 'started'; jobId: string; attempt: number; node: string; at: number }
+  | { type: 'progress'; jobId: string; attempt: number; node: string; progress?: number; logs?: string[]; at: number }
+  | {
+      type: 'ended'; jobId: string; attempt: number; node: string; status: TerminalStatus;
+      output?: unknown; error?: { code: string; message: string };
+      startedAt: number | null; endedAt: number; devices: number; hardware: Hardware;
+      metrics?: Record<string, number>;
+    };
+
+/** Node registration, kept in Redis and mirrored to Postgres by the control plane. */
+export interface NodeInfo {
+  name: string;
+  hardware: Hardware;
+  devices: number;
+  gpuModel: string | null;
+  startedAt: number;
+  /** `jobId:attempt` of attempts the node is running now (sent with each heartbeat). */
+  running: string[];
+}
+
+export const HEARTBEAT_INTERVAL_MS = 1000;
+export const HEARTBEAT_TTL_MS = 4000;

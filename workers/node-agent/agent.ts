@@ -1,0 +1,151 @@
+import { Worker, type Job as BullJob } from 'bullmq';
+import { Redis } from 'ioredis';
+import {
+  HEARTBEAT_INTERVAL_MS, HEARTBEAT_TTL_MS, bullPrefix, keys, type DispatchPayload, type Hardware, type NodeEvent, type NodeInfo,
+} from '../../src/platform/queue/messages';
+import type { RuntimeHost } from './runtimes/types';
+
+export interface AgentOptions {
+  name: string;
+  hardware: Hardware;
+  devices: number;
+  gpuModel?: string | null;
+  redisUrl: string;
+  prefix: string;
+  runtimes: RuntimeHost;
+  log?: (msg: string, extra?: Record<string, unknown>) => void;
+}
+
+const PROGRESS_MIN_INTERVAL_MS = 200;
+const EVENTS_MAXLEN = 100_000;
+
+interface Running {
+  controller: AbortController;
+  attempt: number;
+}
+
+/**
+ * A node agent: registers its devices, heartbeats (with the attempts it is running), pulls
+ * dispatches from its own BullMQ queue, runs them on the model runtimes and streams started /
+ * progress / ended events back. It knows only Redis; the control plane persists everything.
+ */
+export class NodeAgent {
+  private readonly redis: Redis;
+  private readonly subscriber: Redis;
+  private worker: Worker<DispatchPayload> | null = null;
+  private heartbeat: NodeJS.Timeout | null = null;
+  private readonly running = new Map<string, Running>();
+  private readonly k: ReturnType<typeof keys>;
+  private readonly startedAt = Date.now();
+
+  constructor(private readonly opts: AgentOptions) {
+    const conn = (n: string) => {
+      const r = new Redis(opts.redisUrl, { maxRetriesPerRequest: null, connectionName: `${opts.prefix}:node:${opts.name}:${n}` });
+      r.on('error', () => undefined);
+      return r;
+    };
+    this.redis = conn('main');
+    this.subscriber = conn('sub');
+    this.k = keys(opts.prefix);
+  }
+
+  async start(): Promise<void> {
+    await this.beat();
+    this.heartbeat = setInterval(() => void this.beat().catch(() => undefined), HEARTBEAT_INTERVAL_MS);
+    await this.subscriber.subscribe(this.k.cancel);
+    this.subscriber.on('message', (_ch, msg) => this.onCancel(msg));
+    this.worker = new Worker<DispatchPayload>(this.k.nodeQueue(this.opts.name), (job) => this.process(job), {
+      connection: this.redis.duplicate({ connectionName: `${this.opts.prefix}:node:${this.opts.name}:worker` }),
+      prefix: bullPrefix(this.opts.prefix),
+      // Every job holds at least one device, so there are never more jobs than devices.
+      concurrency: this.opts.devices,
+      // A dispatch is one attempt: the control plane, not BullMQ, decides about retries.
+      maxStalledCount: 0,
+    });
+    this.worker.on('error', (err) => this.opts.log?.('worker error', { err: err.message }));
+    this.opts.log?.('node agent ready', { name: this.opts.name, hardware: this.opts.hardware, devices: this.opts.devices });
+  }
+
+  /** Graceful stop: deregisters so the control plane requeues at once rather than after the TTL. */
+  async stop(): Promise<void> {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    for (const r of this.running.values()) r.controller.abort();
+    await this.worker?.close(true);
+    await this.redis.del(this.k.heartbeat(this.opts.name)).catch(() => undefined);
+    this.redis.disconnect();
+    this.subscriber.disconnect();
+  }
+
+  private async beat(): Promise<void> {
+    const info: NodeInfo = {
+      name: this.opts.name, hardware: this.opts.hardware, devices: this.opts.devices, gpuModel: this.opts.gpuModel ?? null,
+      startedAt: this.startedAt, running: [...this.running].map(([jobId, r]) => `${jobId}:${r.attempt}`),
+    };
+    await this.redis.multi()
+      .sadd(this.k.nodeSet, this.opts.name)
+      .set(this.k.node(this.opts.name), JSON.stringify(info))
+      .set(this.k.heartbeat(this.opts.name), String(Date.now()), 'PX', HEARTBEAT_TTL_MS)
+      .exec();
+  }
+
+  private onCancel(msg: string): void {
+    const { jobId, attempt } = JSON.parse(msg) as { jobId: string; attempt?: number };
+    const r = this.running.get(jobId);
+    if (r && (attempt === undefined || attempt === r.attempt)) r.controller.abort();
+  }
+
+  private emit(event: NodeEvent): Promise<unknown> {
+    return this.redis.xadd(this.k.events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', JSON.stringify(event));
+  }
+
+  private async process(job: BullJob<DispatchPayload>): Promise<void> {
+    const d = job.data;
+    const base = { jobId: d.jobId, attempt: d.attempt, node: this.opts.name };
+    const ended = (status: 'SUCCEEDED' | 'FAILED' | 'CANCELED', startedAt: number | null, rest: Partial<Extract<NodeEvent, { type: 'ended' }>> = {}) =>
+      this.emit({ type: 'ended', ...base, status, startedAt, endedAt: Date.now(), devices: d.devices, hardware: d.hardware, ...rest });
+
+    if (await this.redis.exists(this.k.canceled(d.jobId))) {
+      await ended('CANCELED', null, { error: { code: 'CANCELED', message: 'canceled before it started' } });
+      return;
+    }
+    if (d.deadlineAt && Date.now() > d.deadlineAt) {
+      await ended('CANCELED', null, { error: { code: 'DEADLINE_EXCEEDED', message: 'The job did not start before its deadline' } });
+      return;
+    }
+    const controller = new AbortController();
+    this.running.set(d.jobId, { controller, attempt: d.attempt });
+    const startedAt = Date.now();
+    await this.emit({ type: 'started', ...base, at: startedAt });
+    let lastProgress = 0;
+    let pendingLogs: string[] = [];
+    const flush = (progress?: number) => {
+      const logs = pendingLogs;
+      pendingLogs = [];
+      lastProgress = Date.now();
+      void this.emit({ type: 'progress', ...base, progress, logs, at: lastProgress });
+    };
+    try {
+      const result = await this.opts.runtimes.run(d.service, d.input, {
+        signal: controller.signal,
+        reportProgress: (p) => {
+          if (Date.now() - lastProgress >= PROGRESS_MIN_INTERVAL_MS) flush(Math.max(0, Math.min(1, p)));
+        },
+        log: (line) => {
+          pendingLogs.push(line.slice(0, 2000));
+          if (Date.now() - lastProgress >= PROGRESS_MIN_INTERVAL_MS) flush();
+        },
+      });
+      if (pendingLogs.length) flush();
+      await ended('SUCCEEDED', startedAt, { output: result.output, metrics: { ...result.metrics } as Record<string, number> });
+    } catch (err) {
+      const e = err as Error & { code?: string };
+      if (pendingLogs.length) flush();
+      const canceledNow = controller.signal.aborted || e.code === 'CANCELED';
+      await ended(canceledNow ? 'CANCELED' : 'FAILED', startedAt, {
+        error: { code: canceledNow ? 'CANCELED' : (e.code ?? 'JOB_FAILED'), message: e.message },
+      });
+    } finally {
+      this.running.delete(d.jobId);
+    }
+  }
+}
