@@ -12,4 +12,6 @@ module.exports = {
   setupFiles: ['reflect-metadata'],
   testTimeout: 60000,
   maxWorkers: 2,
+  // Node agents are child processes and BullMQ closes its connections lazily; never let CI hang on them.
+  forceExit: true,
 };

@@ -21,7 +21,7 @@ export interface TestApi {
 
 /** A real API (Express + Apollo) on an ephemeral port, over the test database and Redis. */
 export async function startTestApi(overrides: Record<string, string> = {}): Promise<TestApi> {
-  const env = testEnv(overrides);
+  const env = await testEnv(overrides);
   const app = await createApp(env);
   const server = await startServer(app, { port: 0, host: '127.0.0.1' });
   return {

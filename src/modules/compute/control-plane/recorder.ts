@@ -124,7 +124,7 @@ export class Recorder {
           [e.jobId, e.attempt, e.devices, e.node, e.startedAt, e.endedAt, e.devices * Math.max(0, e.endedAt - e.startedAt)],
         );
       }
-      const rows: AnnounceRow[] = await m.query(
+      const [rows]: [AnnounceRow[], number] = await m.query(
         `UPDATE jobs SET status = $3, output = $4::jsonb, error = $5::jsonb, completed_at = to_timestamp($6 / 1000.0),
                 progress = CASE WHEN $3 = 'SUCCEEDED' THEN 1 ELSE progress END, metrics = metrics || $7::jsonb,
                 data_expires_at = now() + make_interval(secs => $8)

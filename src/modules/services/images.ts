@@ -1,0 +1,110 @@
+import sharp from 'sharp';
+import { AppError, badInput } from '../../platform/errors';
+import { FetchRefused, safeFetch, type ResolvedAddress } from './safe-fetch';
+
+export const MAX_IMAGE_BYTES = 10 * 1024 * 1024;
+export const MAX_IMAGE_PIXELS = 50_000_000;
+export const IMAGE_FETCH_TIMEOUT_MS = 5_000;
+
+export type ImageMediaType = 'image/jpeg' | 'image/png' | 'image/webp';
+
+/** The normalised image a node runtime receives (width/height after EXIF orientation). */
+export interface PreparedImage {
+  base64: string;
+  mediaType: ImageMediaType;
+  width: number;
+  height: number;
+}
+
+export interface ImageSourceOptions {
+  /** Resolves `upload:<id>` to the uploaded bytes; without it uploads are refused. */
+  resolveUpload?: (id: string) => Promise<Buffer>;
+  /** Allow https URLs on private/loopback networks (tests only). */
+  allowPrivateNetworks?: boolean;
+  /** DNS resolution override for URL images (tests). */
+  resolveHost?: (host: string) => Promise<ResolvedAddress[]>;
+  /** Extra CA for URL images (tests with a self-signed server). */
+  tlsCa?: string | Buffer;
+}
+
+const FORMATS: Record<string, ImageMediaType> = { jpeg: 'image/jpeg', png: 'image/png', webp: 'image/webp' };
+const FIELD = 'input.image';
+
+/** Turns the client's `image` string (base64, data URL, https URL, upload:<id>) into checked bytes. */
+export async function prepareImage(value: string, opts: ImageSourceOptions = {}, field = FIELD): Promise<PreparedImage> {
+  const { buffer, base64 } = await loadBytes(value.trim(), opts, field);
+  if (buffer.length === 0) throw badInput(field, 'image is empty');
+  if (buffer.length > MAX_IMAGE_BYTES) throw badInput(field, `image is too large (${buffer.length} bytes; the limit is ${MAX_IMAGE_BYTES})`);
+  let meta: sharp.Metadata;
+  try {
+    meta = await sharp(buffer, { limitInputPixels: false }).metadata();
+  } catch {
+    throw badInput(field, 'not a decodable image');
+  }
+  const mediaType = meta.format ? FORMATS[meta.format] : undefined;
+  if (!mediaType) throw badInput(field, `unsupported media type ${meta.format ?? 'unknown'}; use JPEG, PNG or WebP`);
+  const width = meta.autoOrient?.width ?? meta.width;
+  const height = meta.autoOrient?.height ?? meta.height;
+  if (!width || !height) throw badInput(field, 'not a decodable image (no dimensions)');
+  if (width * height > MAX_IMAGE_PIXELS) {
+    throw badInput(field, `image is too large (${width}x${height}; the limit is ${MAX_IMAGE_PIXELS / 1e6} megapixels)`);
+  }
+  return { base64: base64 ?? buffer.toString('base64'), mediaType, width, height };
+}
+
+async function loadBytes(value: string, opts: ImageSourceOptions, field: string): Promise<{ buffer: Buffer; base64?: string }> {
+  if (value.length === 0) throw badInput(field, 'image is empty');
+  if (/^upload:/i.test(value)) return { buffer: await loadUpload(value.slice('upload:'.length), opts, field) };
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(value)) return { buffer: await loadUrl(value, opts, field) };
+  return decodeBase64(value, field);
+}
+
+async function loadUpload(id: string, opts: ImageSourceOptions, field: string): Promise<Buffer> {
+  if (!opts.resolveUpload) throw badInput(field, 'uploads are not available');
+  if (!/^[A-Za-z0-9_-]{1,128}$/.test(id)) throw badInput(field, 'malformed upload id');
+  try {
+    return await opts.resolveUpload(id);
+  } catch (err) {
+    if (err instanceof AppError) throw err.code === 'NOT_FOUND' ? badInput(field, `upload ${id} not found`) : err;
+    throw badInput(field, `upload ${id} could not be read`);
+  }
+}
+
+async function loadUrl(url: string, opts: ImageSourceOptions, field: string): Promise<Buffer> {
+  try {
+    const { body } = await safeFetch(url, {
+      maxBytes: MAX_IMAGE_BYTES,
+      timeoutMs: IMAGE_FETCH_TIMEOUT_MS,
+      allowPrivateNetworks: opts.allowPrivateNetworks,
+      resolve: opts.resolveHost,
+      ca: opts.tlsCa,
+    });
+    return body;
+  } catch (err) {
+    if (err instanceof FetchRefused) throw badInput(field, `image URL refused: ${err.message}`);
+    throw err;
+  }
+}
+
+const DATA_URL = /^data:([^;,]*)(;[^,]*)?,/i;
+
+function decodeBase64(value: string, field: string): { buffer: Buffer; base64?: string } {
+  let payload = value;
+  const m = DATA_URL.exec(value);
+  if (m) {
+    const mime = (m[1] ?? '').toLowerCase();
+    if (!mime.startsWith('image/')) throw badInput(field, `data URL media type ${mime || 'missing'} is not an image`);
+    if (!/;base64$/i.test(m[2] ?? '')) throw badInput(field, 'data URLs must be base64-encoded');
+    payload = value.slice(m[0].length);
+  }
+  const compact = payload.replace(/\s+/g, '');
+  if (compact.length > Math.ceil((MAX_IMAGE_BYTES * 4) / 3) + 4) {
+    throw badInput(field, `image is too large (the limit is ${MAX_IMAGE_BYTES} bytes decoded)`);
+  }
+  // Standard or URL-safe alphabet, padding only at the end.
+  if (!/^[A-Za-z0-9+/_-]+={0,2}$/.test(compact) || compact.replace(/=+$/, '').length % 4 === 1) {
+    throw badInput(field, 'not base64 (expected base64 bytes, a data: URL, an https:// URL or upload:<id>)');
+  }
+  const standard = /[-_]/.test(compact) ? undefined : compact;
+  return { buffer: Buffer.from(compact, /[-_]/.test(compact) ? 'base64url' : 'base64'), base64: standard };
+}

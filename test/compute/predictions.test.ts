@@ -1,0 +1,217 @@
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createClient } from 'graphql-ws';
+import WebSocket from 'ws';
+import type { Client } from 'pg';
+import { verifyWebhookSignature } from '../../src/modules/compute/webhook-signing';
+import { createApiKey, signUpTenant, type TestTenant } from '../support/api';
+import { startCluster, waitFor, type TestCluster } from '../support/cluster';
+import { ownerClient } from '../support/db';
+import { CANCEL, PREDICT, PREDICTION, PREDICTIONS } from '../support/gql';
+
+let cluster: TestCluster;
+let owner: Client;
+let a: TestTenant;
+let b: TestTenant;
+beforeAll(async () => {
+  cluster = await startCluster({ agents: [{ name: 'cpu-1', devices: 2 }] });
+  owner = await ownerClient();
+  a = await signUpTenant(cluster.api, 'Alpha');
+  b = await signUpTenant(cluster.api, 'Beta');
+});
+afterAll(async () => {
+  await owner.end();
+  await cluster.close();
+});
+
+const gql = (q: string, v: Record<string, unknown>, t: TestTenant | string) => cluster.api.gql(q, v, typeof t === 'string' ? t : t.token);
+const echo = (input: Record<string, unknown>, extra: Record<string, unknown> = {}) => ({ input: { service: 'system.echo', input, ...extra } });
+const ledger = (jobId: string) => owner.query('SELECT attempt, billable, billable_ms::int AS ms, reason FROM usage_ledger WHERE job_id = $1 ORDER BY attempt', [jobId]).then((r) => r.rows);
+
+describe('predict with system.echo', () => {
+  it('waits for the result through the queue and a node, and records exactly one billable ledger row', async () => {
+    const res = await gql(PREDICT, echo({ message: { hello: 'world' }, sleepMs: 50 }, { wait: 10 }), a);
+    expect(res.errors).toBeUndefined();
+    const p = res.data.predict;
+    expect(p).toMatchObject({ status: 'SUCCEEDED', output: { message: { hello: 'world' } }, error: null, attempt: 1, node: { id: 'cpu-1' } });
+    expect(p.usage.hardware).toBe('CPU');
+    expect(p.usage.seconds).toBeGreaterThanOrEqual(0.05);
+    const rows = await ledger(p.id);
+    expect(rows).toEqual([{ attempt: 1, billable: true, ms: expect.any(Number), reason: null }]);
+    expect(rows[0].ms).toBe(Math.round(p.usage.seconds * 1000));
+  });
+
+  it('returns at once with wait 0, and the prediction can be polled to SUCCEEDED', async () => {
+    const res = await gql(PREDICT, echo({ message: 'later', sleepMs: 200 }, { wait: 0 }), a);
+    expect(['QUEUED', 'ADMITTED', 'RUNNING']).toContain(res.data.predict.status);
+    const id = res.data.predict.id;
+    await waitFor(async () => (await gql(PREDICTION, { id }, a)).data.prediction.status === 'SUCCEEDED', 10_000, 'SUCCEEDED');
+    const done = (await gql(PREDICTION, { id }, a)).data.prediction;
+    expect(done).toMatchObject({ output: { message: 'later' }, progress: 1 });
+  });
+
+  it('reports progress and logs, and a failing job ends FAILED with JOB_FAILED', async () => {
+    const fail = await gql(PREDICT, echo({ fail: true }, { wait: 10 }), a);
+    expect(fail.data.predict).toMatchObject({ status: 'FAILED', error: { code: 'JOB_FAILED' } });
+    const res = await gql(PREDICT, echo({ sleepMs: 1500, progressSteps: 5 }, { wait: 0 }), a);
+    const id = res.data.predict.id;
+    const seen = new Set<number>();
+    await waitFor(async () => {
+      const p = (await gql(PREDICTION, { id }, a)).data.prediction;
+      seen.add(p.progress);
+      return p.status === 'SUCCEEDED';
+    }, 10_000, 'echo with progress');
+    expect([...seen].some((x) => x > 0 && x < 1)).toBe(true);
+  });
+
+  it('holds a request only up to wait seconds, then returns the job still running', async () => {
+    const t0 = Date.now();
+    const res = await gql(PREDICT, echo({ sleepMs: 4000 }, { wait: 1 }), a);
+    expect(Date.now() - t0).toBeLessThan(3000);
+    expect(['ADMITTED', 'RUNNING']).toContain(res.data.predict.status);
+    await gql(CANCEL, { id: res.data.predict.id }, a);
+  });
+
+  it('gives the same job for the same idempotency key', async () => {
+    const key = `k-${Date.now()}`;
+    const first = await gql(PREDICT, echo({ message: 1 }, { wait: 10, idempotencyKey: key }), a);
+    const second = await gql(PREDICT, echo({ message: 2 }, { wait: 10, idempotencyKey: key }), a);
+    expect(second.data.predict.id).toBe(first.data.predict.id);
+    expect(second.data.predict.output).toEqual({ message: 1 });
+    const { rows } = await owner.query('SELECT count(*)::int AS n FROM jobs WHERE idempotency_key = $1', [key]);
+    expect(rows[0].n).toBe(1);
+    // The same key in another tenant is another job.
+    const other = await gql(PREDICT, echo({ message: 3 }, { wait: 10, idempotencyKey: key }), b);
+    expect(other.data.predict.id).not.toBe(first.data.predict.id);
+  });
+
+  it('cancels a running job within a couple of seconds; the node stops it and the time so far is billed once', async () => {
+    const res = await gql(PREDICT, echo({ sleepMs: 30_000 }, { wait: 0 }), a);
+    const id = res.data.predict.id;
+    await waitFor(async () => (await gql(PREDICTION, { id }, a)).data.prediction.status === 'RUNNING', 10_000, 'RUNNING');
+    const t0 = Date.now();
+    const canceled = await gql(CANCEL, { id }, a);
+    expect(canceled.data.cancelPrediction.status).toBe('CANCELED');
+    await waitFor(async () => (await ledger(id)).length === 1, 5000, 'the node to report the canceled attempt');
+    expect(Date.now() - t0).toBeLessThan(2500);
+    const [row] = await ledger(id);
+    expect(row.billable).toBe(true);
+    expect(row.ms).toBeLessThan(10_000);
+  });
+
+  it('refuses bad input with BAD_USER_INPUT naming the field', async () => {
+    const cases: Array<[Record<string, unknown>, string]> = [
+      [{ service: 'no.such', input: {} }, 'input.service'],
+      [{ service: 'system.echo', deployment: 'x', input: {} }, 'input.service'],
+      [{ input: {} }, 'input.service'],
+      [{ service: 'system.echo', input: {}, wait: 600 }, 'input.wait'],
+      [{ service: 'system.echo', input: { sleepMs: -1 } }, 'input.sleepMs'],
+      [{ service: 'system.echo', input: { nope: 1 } }, 'input.nope'],
+      [{ service: 'system.echo', input: {}, webhookUrl: 'ftp://x' }, 'input.webhookUrl'],
+    ];
+    for (const [input, field] of cases) {
+      const res = await gql(PREDICT, { input }, a);
+      expect({ input, code: res.errors?.[0]?.extensions?.code, field: res.errors?.[0]?.extensions?.field }).toEqual({ input, code: 'BAD_USER_INPUT', field });
+    }
+  });
+
+  it('needs the PREDICT scope', async () => {
+    const read = await createApiKey(cluster.api, a.token, ['READ']);
+    expect((await gql(PREDICT, echo({}), read.secret)).errors![0].extensions!.code).toBe('FORBIDDEN');
+    const predict = await createApiKey(cluster.api, a.token, ['PREDICT']);
+    expect((await gql(PREDICT, echo({}, { wait: 10 }), predict.secret)).data.predict.status).toBe('SUCCEEDED');
+  });
+});
+
+describe('tenant isolation of jobs', () => {
+  it('another tenant\'s prediction is NOT_FOUND to read, cancel or list', async () => {
+    const mine = (await gql(PREDICT, echo({ sleepMs: 10_000 }, { wait: 0 }), a)).data.predict.id;
+    expect((await gql(PREDICTION, { id: mine }, b)).errors![0].extensions!.code).toBe('NOT_FOUND');
+    expect((await gql(CANCEL, { id: mine }, b)).errors![0].extensions!.code).toBe('NOT_FOUND');
+    const listed = (await gql(PREDICTIONS, { first: 100 }, b)).data.predictions.edges.map((e: any) => e.node.id);
+    expect(listed).not.toContain(mine);
+    expect((await gql(PREDICTION, { id: mine }, a)).data.prediction.status).not.toBe('CANCELED');
+    await gql(CANCEL, { id: mine }, a);
+  });
+});
+
+describe('ledger', () => {
+  it('a duplicated completion message does not double the ledger or change the result', async () => {
+    const p = (await gql(PREDICT, echo({ message: 'once' }, { wait: 10 }), a)).data.predict;
+    const [row] = (await owner.query('SELECT node_id, attempt, started_at, ended_at, devices FROM usage_ledger WHERE job_id = $1', [p.id])).rows;
+    const replay = {
+      type: 'ended' as const, jobId: p.id, attempt: row.attempt, node: row.node_id, status: 'SUCCEEDED' as const, output: { message: 'tampered' },
+      startedAt: +row.started_at, endedAt: +row.ended_at + 5000, devices: row.devices, hardware: 'CPU' as const,
+    };
+    await cluster.cp.recorder.handleBatch([replay, replay]);
+    // and through the real stream, as a redelivered message would come
+    await cluster.cp.cx.redis.xadd(cluster.cp.cx.keys.events, '*', 'e', JSON.stringify(replay));
+    await new Promise((r) => setTimeout(r, 500));
+    expect(await ledger(p.id)).toHaveLength(1);
+    expect((await gql(PREDICTION, { id: p.id }, a)).data.prediction.output).toEqual({ message: 'once' });
+  });
+});
+
+describe('subscriptions', () => {
+  it('pushes updates of a prediction until it ends, and refuses a connection without credentials', async () => {
+    const url = cluster.api.server.url.replace('http', 'ws');
+    const client = createClient({ url, webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${a.token}` }, retryAttempts: 0 });
+    const id = (await gql(PREDICT, echo({ sleepMs: 600, progressSteps: 3 }, { wait: 0 }), a)).data.predict.id;
+    const statuses: string[] = [];
+    await new Promise<void>((resolve, reject) => {
+      client.subscribe({ query: `subscription($id: ID!) { predictionUpdated(id: $id) { id status progress output } }`, variables: { id } }, {
+        next: (v: any) => statuses.push(v.data.predictionUpdated.status),
+        error: reject, complete: resolve,
+      });
+    });
+    await client.dispose();
+    expect(statuses.at(-1)).toBe('SUCCEEDED');
+    expect(statuses.length).toBeGreaterThanOrEqual(2);
+
+    const anon = createClient({ url, webSocketImpl: WebSocket, retryAttempts: 0 });
+    const err = await new Promise<unknown>((resolve) => {
+      anon.subscribe({ query: `subscription($id: ID!) { predictionUpdated(id: $id) { id } }`, variables: { id } }, { next: () => undefined, error: resolve, complete: () => resolve(null) });
+    });
+    expect(err).not.toBeNull();
+    await anon.dispose();
+  });
+});
+
+describe('webhooks', () => {
+  let server: Server;
+  const received: Array<{ headers: IncomingMessage['headers']; body: string }> = [];
+  let failFirst = 0;
+  beforeAll(async () => {
+    server = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c) => (body += c));
+      req.on('end', () => {
+        received.push({ headers: req.headers, body });
+        if (failFirst > 0) {
+          failFirst--;
+          res.writeHead(500).end();
+        } else res.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  });
+  afterAll(() => new Promise((r) => server.close(r)));
+
+  it('POSTs the terminal job signed per Standard Webhooks, retries with the same webhook-id, and records every attempt', async () => {
+    failFirst = 1;
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+    const p = (await gql(PREDICT, echo({ message: 'hooked' }, { wait: 10, webhookUrl: url }), a)).data.predict;
+    await waitFor(() => received.length >= 2, 10_000, 'webhook retry');
+    const [first, second] = received;
+    expect(first.headers['webhook-id']).toBe(second.headers['webhook-id']);
+    const { rows: [t] } = await owner.query('SELECT webhook_secret FROM tenants WHERE id = $1', [a.tenantId]);
+    const h = second.headers as Record<string, string>;
+    expect(verifyWebhookSignature(t.webhook_secret, h, second.body)).toBe(true);
+    expect(verifyWebhookSignature(t.webhook_secret, h, second.body.replace('hooked', 'forged'))).toBe(false);
+    const event = JSON.parse(second.body);
+    expect(event).toMatchObject({ type: 'prediction.succeeded', data: { id: p.id, status: 'SUCCEEDED', output: { message: 'hooked' } } });
+    await waitFor(async () => (await owner.query('SELECT 1 FROM webhook_deliveries WHERE job_id = $1 AND delivered', [p.id])).rowCount === 1, 5000, 'delivery record');
+    const { rows } = await owner.query('SELECT attempt, status_code, delivered FROM webhook_deliveries WHERE job_id = $1 ORDER BY attempt', [p.id]);
+    expect(rows).toEqual([{ attempt: 1, status_code: 500, delivered: false }, { attempt: 2, status_code: 204, delivered: true }]);
+  });
+});

@@ -1,0 +1,234 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { getService, prepareInput } from '../../src/modules/services/catalog';
+import { createRuntimeHost, runsInline, type JobContext, type RunResult, type RuntimeHost } from '../../workers/node-agent/runtimes';
+import { AIR_PASSENGERS } from '../fixtures/air-passengers';
+
+/** Real models, loaded once for the file; vision/OCR/forecast run in the host's worker threads. */
+let host: RuntimeHost;
+beforeAll(() => {
+  host = createRuntimeHost({ threads: 2 });
+});
+afterAll(() => host.close());
+
+const ctx = (over: Partial<JobContext> = {}): JobContext => ({
+  signal: new AbortController().signal,
+  reportProgress: () => undefined,
+  log: () => undefined,
+  ...over,
+});
+
+/** Validates raw input like the API does, runs it, and checks the output against the contract schema. */
+async function call<T>(serviceId: string, raw: unknown, c: JobContext = ctx()): Promise<{ output: T; metrics: RunResult['metrics'] }> {
+  const input = await prepareInput(serviceId, raw);
+  const result = await host.run(serviceId, input, c);
+  const schema = getService(serviceId)?.outputSchema;
+  expect(schema?.safeParse(result.output).error).toBeUndefined();
+  return result as { output: T; metrics: RunResult['metrics'] };
+}
+
+const sample = (i: number) => readFileSync(join('node_modules/@vladmandic/face-api/demo', `sample${i}.jpg`)).toString('base64');
+
+interface Box { x: number; y: number; width: number; height: number }
+
+describe('vision', () => {
+  // Counted by eye on the six face-api demo photos.
+  const FACES: Record<number, number> = { 1: 3, 2: 3, 3: 3, 4: 4, 5: 5, 6: 4 };
+
+  it('counts the faces in the face-api sample photos', async () => {
+    const counts: Record<number, number> = {};
+    const jobs = Object.keys(FACES).map(async (k) => {
+      const i = Number(k);
+      const { output } = await call<{ faces: Array<{ box: Box; age: number; gender: string; emotion: string; emotions: Record<string, number>; embedding?: number[] }> }>(
+        'vision.faces', { image: sample(i), embeddings: i === 1 });
+      counts[i] = output.faces.length;
+      for (const f of output.faces) {
+        expect(f.age).toBeGreaterThan(10);
+        expect(f.age).toBeLessThan(60);
+        expect(Object.keys(f.emotions).length).toBeGreaterThanOrEqual(5);
+        expect(f.emotions[f.emotion]).toBe(Math.max(...Object.values(f.emotions)));
+        expect(f.embedding?.length ?? 0).toBe(i === 1 ? 1024 : 0);
+      }
+    });
+    await Promise.all(jobs); // six jobs over two threads: exercises the host queue
+    expect(counts).toEqual(FACES);
+  });
+
+  it('detects people with boxes inside the image, and reports warm calls with loadMs 0', async () => {
+    const first = await call<{ objects: Array<{ label: string; score: number; box: Box }>; width: number; height: number }>(
+      'vision.detect-objects', { image: sample(6), minScore: 0.3 });
+    const { output, metrics } = first;
+    expect({ width: output.width, height: output.height }).toEqual({ width: 1920, height: 1537 });
+    const people = output.objects.filter((o) => o.label === 'person');
+    expect(people.length).toBeGreaterThanOrEqual(1);
+    for (const o of output.objects) {
+      expect(o.score).toBeGreaterThanOrEqual(0.3);
+      expect(o.box.x + o.box.width).toBeLessThanOrEqual(1920);
+      expect(o.box.y + o.box.height).toBeLessThanOrEqual(1537);
+    }
+    expect(metrics.runMs).toBeGreaterThan(0);
+    const again = await call<{ objects: unknown[] }>('vision.detect-objects', { image: sample(6), minScore: 0.3, maxResults: 2 });
+    expect(again.output.objects.length).toBeLessThanOrEqual(2);
+    expect(again.metrics.loadMs).toBe(0); // same thread preferred: model already warm
+  });
+
+  it('moderates: five labels summing to ~1, an ordinary photo is not flagged', async () => {
+    const { output } = await call<{ flagged: boolean; labels: Array<{ label: string; score: number }> }>('vision.moderate', { image: sample(1) });
+    expect(output.labels.map((l) => l.label).sort()).toEqual(['drawing', 'hentai', 'neutral', 'porn', 'sexy']);
+    expect(output.labels.reduce((a, l) => a + l.score, 0)).toBeCloseTo(1, 2);
+    expect(output.labels.map((l) => l.score)).toEqual([...output.labels.map((l) => l.score)].sort((a, b) => b - a));
+    expect(output.labels[0]?.label).toBe('neutral');
+    expect(output.flagged).toBe(false);
+  });
+
+  it('reads text from a rendered PNG', async () => {
+    const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="900" height="260"><rect width="100%" height="100%" fill="white"/>
+      <text x="30" y="90" font-family="DejaVu Sans, sans-serif" font-size="48">Invoice 4711 paid</text>
+      <text x="30" y="190" font-family="DejaVu Sans, sans-serif" font-size="48">Nimbus reads text</text></svg>`;
+    const png = await sharp(Buffer.from(svg)).png().toBuffer();
+    const progress: number[] = [];
+    const { output } = await call<{ text: string; confidence: number; lines: Array<{ text: string; box: Box }> }>(
+      'vision.ocr', { image: png.toString('base64') }, ctx({ reportProgress: (p) => progress.push(p) }));
+    expect(output.text).toBe('Invoice 4711 paid\nNimbus reads text');
+    expect(output.lines.map((l) => l.text)).toEqual(['Invoice 4711 paid', 'Nimbus reads text']);
+    expect(output.lines[0]?.box.y).toBeLessThan(output.lines[1]?.box.y ?? 0);
+    expect(output.confidence).toBeGreaterThan(80);
+    expect(progress.length).toBeGreaterThan(0);
+  });
+});
+
+describe('language', () => {
+  it('gives sentiment the right sign', async () => {
+    const pos = await call<{ score: number; label: string }>('language.sentiment', { text: 'I absolutely love this wonderful product. It works great!' });
+    const neg = await call<{ score: number; label: string; sentences: unknown[] }>('language.sentiment', { text: 'This is terrible. I hate it and the support was awful.' });
+    expect(pos.output.score).toBeGreaterThan(0.2);
+    expect(pos.output.label).toBe('positive');
+    expect(neg.output.score).toBeLessThan(-0.2);
+    expect(neg.output.label).toBe('negative');
+    expect(neg.output.sentences).toHaveLength(2);
+  });
+
+  it('finds a person, a place and an organisation with exact offsets', async () => {
+    const text = 'Yesterday Angela Merkel flew to Paris to meet the board of Microsoft Corp., paying $300 on 12 March 2024 (see https://example.com/x).';
+    const { output } = await call<{ entities: Array<{ text: string; type: string; start: number; end: number }> }>('language.entities', { text });
+    const byType = (t: string) => output.entities.filter((e) => e.type === t).map((e) => e.text);
+    expect(byType('PERSON')).toContain('Angela Merkel');
+    expect(byType('PLACE')).toContain('Paris');
+    expect(byType('ORGANIZATION').some((o) => o.startsWith('Microsoft'))).toBe(true);
+    expect(byType('MONEY')).toContain('$300');
+    expect(byType('URL')).toEqual(['https://example.com/x']);
+    for (const e of output.entities) expect(text.slice(e.start, e.end)).toBe(e.text);
+    const spans = output.entities.map((e) => [e.start, e.end]);
+    spans.forEach(([s], i) => i > 0 && expect(s).toBeGreaterThanOrEqual(spans[i - 1]?.[1] ?? 0)); // sorted, no overlaps
+  });
+
+  it('extracts keywords sorted by score', async () => {
+    const text = 'Electric cars need charging stations. The city builds new charging stations for electric cars and buses.';
+    const { output } = await call<{ keywords: Array<{ text: string; score: number }> }>('language.keywords', { text, maxResults: 3 });
+    expect(output.keywords.length).toBeLessThanOrEqual(3);
+    expect(output.keywords.map((k) => k.text.toLowerCase())).toEqual(expect.arrayContaining(['charging stations']));
+    expect(output.keywords.map((k) => k.score)).toEqual([...output.keywords.map((k) => k.score)].sort((a, b) => b - a));
+  });
+
+  it('identifies English, German, French and Spanish, and und for too-short text', async () => {
+    const cases: Record<string, string> = {
+      eng: 'The weather is lovely today and we are going for a walk in the park.',
+      deu: 'Das Wetter ist heute schön und wir gehen im Park spazieren.',
+      fra: "Il fait beau aujourd'hui et nous allons nous promener dans le parc.",
+      spa: 'Hace buen tiempo hoy y vamos a pasear por el parque.',
+    };
+    for (const [lang, text] of Object.entries(cases)) {
+      const { output } = await call<{ language: string; confidence: number }>('language.detect-language', { text });
+      expect({ text, language: output.language }).toEqual({ text, language: lang });
+      expect(output.confidence).toBeGreaterThan(0.5);
+    }
+    const { output } = await call<{ language: string; confidence: number }>('language.detect-language', { text: 'ok' });
+    expect(output).toMatchObject({ language: 'und', confidence: 0 });
+  });
+
+  it('runs short texts on the main thread fast and long ones in a thread', async () => {
+    await call('language.sentiment', { text: 'warm up' });
+    const short = await call('language.sentiment', { text: 'Good service, friendly staff.' });
+    expect(short.metrics.queueMs).toBe(0);
+    expect(short.metrics.runMs).toBeLessThan(20);
+    expect(runsInline('language.sentiment', { text: 'Good service, friendly staff.' })).toBe(true);
+    expect(runsInline('language.sentiment', { text: 'It was great. '.repeat(500) })).toBe(false);
+    expect(runsInline('language.entities', { text: 'short' })).toBe(false);
+    const long = await call<{ sentences: unknown[] }>('language.sentiment', { text: 'It was great. '.repeat(500) });
+    expect(long.output.sentences).toHaveLength(500);
+  });
+});
+
+describe('forecast.auto', () => {
+  it('forecasts the last year of AirPassengers within 10% MAPE, actuals inside the 95% band', async () => {
+    const train = AIR_PASSENGERS.slice(0, 132);
+    const actual = AIR_PASSENGERS.slice(132);
+    const { output } = await call<{ model: string; forecast: Array<{ step: number; value: number; lower95: number; upper95: number; lower80: number; upper80: number }>; backtest: { mape: number; smape: number } }>(
+      'forecast.auto', { series: train, horizon: 12 });
+    expect(output.forecast.map((f) => f.step)).toEqual(Array.from({ length: 12 }, (_, i) => i + 1));
+    const mape = (100 / 12) * actual.reduce((s, a, i) => s + Math.abs((output.forecast[i]?.value ?? 0) - a) / a, 0);
+    expect(mape).toBeLessThan(10);
+    const inside = actual.filter((a, i) => (output.forecast[i]?.lower95 ?? Infinity) <= a && a <= (output.forecast[i]?.upper95 ?? -Infinity)).length;
+    expect(inside).toBeGreaterThanOrEqual(10);
+    for (const f of output.forecast) expect(f.lower95 <= f.lower80 && f.lower80 <= f.value && f.value <= f.upper80 && f.upper80 <= f.upper95).toBe(true);
+    expect(output.model).toMatch(/\[12\]/); // found the yearly season on its own
+    expect(output.backtest.mape).toBeGreaterThan(0);
+    expect(output.backtest.mape).toBeLessThan(10);
+  });
+
+  it('follows a straight trend without seasonality', async () => {
+    const { output } = await call<{ forecast: Array<{ value: number }> }>('forecast.auto', { series: Array.from({ length: 24 }, (_, i) => 10 + 2 * i), horizon: 3 });
+    expect(output.forecast.map((f) => Math.round(f.value))).toEqual([58, 60, 62]);
+  });
+});
+
+describe('system.echo and job control', () => {
+  it('sleeps in even progress steps and echoes', async () => {
+    const progress: number[] = [];
+    const t0 = Date.now();
+    const { output } = await call('system.echo', { message: { a: [1, 2] }, sleepMs: 200, progressSteps: 4 }, ctx({ reportProgress: (p) => progress.push(p) }));
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(190);
+    expect(output).toEqual({ message: { a: [1, 2] } });
+    expect(progress).toEqual([0.25, 0.5, 0.75, 1]);
+  });
+
+  it('fails with JOB_FAILED on request', async () => {
+    await expect(call('system.echo', { fail: true })).rejects.toMatchObject({ code: 'JOB_FAILED' });
+  });
+
+  it('cancels a sleeping echo promptly with CANCELED', async () => {
+    const ac = new AbortController();
+    const t0 = Date.now();
+    setTimeout(() => ac.abort(), 50);
+    await expect(call('system.echo', { sleepMs: 10_000, progressSteps: 10 }, ctx({ signal: ac.signal }))).rejects.toMatchObject({ code: 'CANCELED' });
+    expect(Date.now() - t0).toBeLessThan(1000);
+  });
+
+  it('cancels threaded jobs, queued or running, and keeps serving', async () => {
+    const input = await prepareInput('vision.faces', { image: sample(5) });
+    const ac = new AbortController();
+    const jobs = [1, 2, 3, 4].map(() => host.run('vision.faces', input, ctx({ signal: ac.signal })));
+    await new Promise((r) => setTimeout(r, 30)); // two running, two queued
+    const t0 = Date.now();
+    ac.abort();
+    for (const j of jobs) await expect(j).rejects.toMatchObject({ code: 'CANCELED' });
+    expect(Date.now() - t0).toBeLessThan(100);
+    const after = await host.run('vision.faces', input, ctx());
+    expect((after.output as { faces: unknown[] }).faces).toHaveLength(5);
+  });
+
+  it('rejects unknown services and undecodable payloads with a code', async () => {
+    await expect(host.run('vision.nope', {}, ctx())).rejects.toMatchObject({ code: 'UNKNOWN_SERVICE' });
+    const broken = { image: { base64: Buffer.from('not an image').toString('base64'), mediaType: 'image/png', width: 1, height: 1 } };
+    await expect(host.run('vision.moderate', broken, ctx())).rejects.toMatchObject({ code: 'INVALID_INPUT', message: expect.stringMatching(/could not be decoded/) });
+  });
+
+  it('warms models in every thread so later calls report loadMs 0', async () => {
+    await host.warm(['vision.moderate', 'language.detect-language']);
+    const input = await prepareInput('vision.moderate', { image: sample(4) });
+    const results = await Promise.all([1, 2, 3, 4].map(() => host.run('vision.moderate', input, ctx())));
+    expect(results.map((r) => r.metrics.loadMs)).toEqual([0, 0, 0, 0]);
+    expect(new Set(results.map((r) => JSON.stringify(r.output))).size).toBe(1); // deterministic across threads
+  });
+});

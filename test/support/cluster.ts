@@ -1,0 +1,70 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { createLogger } from '../../src/platform/logger';
+import { startControlPlane, type ControlPlane } from '../../src/modules/compute/control-plane/control-plane';
+import type { ControlPlaneSettings } from '../../src/modules/compute/control-plane/context';
+import { startTestApi, type TestApi } from './api';
+import { childEnv } from './env';
+
+const AGENT_MAIN = join(__dirname, '..', '..', 'dist', 'workers', 'node-agent', 'main.js');
+
+export interface TestCluster {
+  api: TestApi;
+  cp: ControlPlane;
+  agents: Map<string, ChildProcess>;
+  startAgent(name: string, devices?: number): Promise<ChildProcess>;
+  kill(name: string, signal?: NodeJS.Signals): Promise<void>;
+  close(): Promise<void>;
+}
+
+export const FAST_SETTINGS: Partial<ControlPlaneSettings> = {
+  reconcileIntervalMs: 300, redispatchAfterMs: 2000, orphanAfterMs: 3000, webhookBackoffMs: 100, webhookMaxAttempts: 4,
+};
+
+/** A whole system for integration tests: API and control plane in-process, node agents as real processes. */
+export async function startCluster(opts: {
+  agents?: Array<{ name: string; devices?: number }>;
+  settings?: Partial<ControlPlaneSettings>;
+  apiOverrides?: Record<string, string>;
+} = {}): Promise<TestCluster> {
+  const api = await startTestApi(opts.apiOverrides);
+  const cp = await startControlPlane(api.env, {
+    log: createLogger('silent'), metrics: api.app.metrics, settings: { ...FAST_SETTINGS, ...opts.settings, webhookAllowPrivate: true },
+  });
+  const agents = new Map<string, ChildProcess>();
+  const cluster: TestCluster = {
+    api, cp, agents,
+    async startAgent(name, devices = 1) {
+      const child = spawn(process.execPath, [AGENT_MAIN, '--name', name, '--hardware', 'CPU', '--devices', String(devices)], {
+        env: await childEnv(), stdio: ['ignore', 'ignore', 'inherit'],
+      });
+      agents.set(name, child);
+      await waitFor(() => cp.monitor.runningOn(name) !== null, 20_000, `node ${name} to register`);
+      return child;
+    },
+    async kill(name, signal = 'SIGKILL') {
+      const child = agents.get(name);
+      if (!child || child.exitCode !== null) return;
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill(signal);
+      await exited;
+      agents.delete(name);
+    },
+    async close() {
+      await Promise.all([...agents.keys()].map((n) => cluster.kill(n, 'SIGKILL')));
+      await cp.stop();
+      await api.close();
+    },
+  };
+  for (const a of opts.agents ?? []) await cluster.startAgent(a.name, a.devices);
+  return cluster;
+}
+
+export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs = 10_000, what = 'condition'): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (await cond()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
