@@ -15,6 +15,7 @@ import { WebhookSender } from './webhooks';
 
 export interface ControlPlane {
   cx: ControlPlaneContext;
+  announcer: Announcer;
   scheduler: Scheduler;
   recorder: Recorder;
   monitor: NodeMonitor;
@@ -64,7 +65,7 @@ export async function startControlPlane(
   await recorder.start();
   reconciler.start();
   return {
-    cx, scheduler, recorder, monitor, reconciler,
+    cx, announcer, scheduler, recorder, monitor, reconciler,
     async stop() {
       reconciler.stop();
       monitor.stop();
