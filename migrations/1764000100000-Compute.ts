@@ -97,7 +97,9 @@ export class Compute1764000100000 implements MigrationInterface {
       );
       CREATE INDEX webhook_deliveries_job_idx ON webhook_deliveries (job_id, created_at);
     `);
-    for (const t of ['jobs', 'usage_ledger', 'webhook_deliveries']) await enableTenantRls(q, t);
+    // Operators (a flag set only by operator-checked code) read jobs across tenants for quota usage.
+    await enableTenantRls(q, 'jobs', `OR current_setting('app.operator', true) = 'on'`);
+    for (const t of ['usage_ledger', 'webhook_deliveries']) await enableTenantRls(q, t);
   }
 
   async down(q: QueryRunner): Promise<void> {

@@ -23,7 +23,11 @@ export default async function globalSetup(): Promise<void> {
   await c.connect();
   try {
     const { rows } = await c.query(`SELECT datname FROM pg_database WHERE starts_with(datname, $1)`, [TEST_DB_PREFIX]);
-    for (const r of rows) await c.query(`DROP DATABASE IF EXISTS ${r.datname} WITH (FORCE)`);
+    const cutoff = Date.now() / 1000 - 3600;
+    for (const r of rows) {
+      const created = Number(/^(\d+)_/.exec(r.datname.slice(TEST_DB_PREFIX.length))?.[1] ?? 0);
+      if (created < cutoff) await c.query(`DROP DATABASE IF EXISTS ${r.datname} WITH (FORCE)`);
+    }
   } finally {
     await c.end();
   }

@@ -29,7 +29,7 @@ export async function startCluster(opts: {
 } = {}): Promise<TestCluster> {
   const api = await startTestApi(opts.apiOverrides);
   const cp = await startControlPlane(api.env, {
-    log: createLogger('silent'), metrics: api.app.metrics, settings: { ...FAST_SETTINGS, ...opts.settings, webhookAllowPrivate: true },
+    log: createLogger(process.env.TEST_CP_LOG ?? 'silent'), metrics: api.app.metrics, settings: { ...FAST_SETTINGS, ...opts.settings, webhookAllowPrivate: true },
   });
   const agents = new Map<string, ChildProcess>();
   const cluster: TestCluster = {
@@ -39,7 +39,7 @@ export async function startCluster(opts: {
         env: await childEnv(), stdio: ['ignore', 'ignore', 'inherit'],
       });
       agents.set(name, child);
-      await waitFor(() => cp.monitor.runningOn(name) !== null, 20_000, `node ${name} to register`);
+      await waitFor(() => cp.monitor.nodeInfo(name) !== null, 20_000, `node ${name} to register`);
       return child;
     },
     async kill(name, signal = 'SIGKILL') {

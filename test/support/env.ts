@@ -15,7 +15,8 @@ let fileDatabase: Promise<string> | null = null;
 export function testDatabaseUrl(): Promise<string> {
   fileDatabase ??= (async () => {
     const template = new URL(TEMPLATE_DATABASE_URL);
-    const name = `${TEST_DB_PREFIX}${randomBytes(5).toString('hex')}`;
+    // The creation time in the name lets later runs drop leftovers without touching a concurrent run's databases.
+    const name = `${TEST_DB_PREFIX}${Math.floor(Date.now() / 1000)}_${randomBytes(4).toString('hex')}`;
     const admin = new URL(TEMPLATE_DATABASE_URL);
     admin.pathname = '/postgres';
     const c = new Client({ connectionString: admin.toString() });

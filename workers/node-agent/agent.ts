@@ -79,7 +79,7 @@ export class NodeAgent {
   private async beat(): Promise<void> {
     const info: NodeInfo = {
       name: this.opts.name, hardware: this.opts.hardware, devices: this.opts.devices, gpuModel: this.opts.gpuModel ?? null,
-      startedAt: this.startedAt, running: [...this.running].map(([jobId, r]) => `${jobId}:${r.attempt}`),
+      startedAt: this.startedAt, running: [...this.running].map(([jobId, r]) => `${jobId}:${r.attempt}`), beatAt: Date.now(),
     };
     await this.redis.multi()
       .sadd(this.k.nodeSet, this.opts.name)

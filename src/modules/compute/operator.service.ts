@@ -22,10 +22,10 @@ export class OperatorService {
 
   async nodes(caller: Caller) {
     requireOperator(caller.principal);
-    const rows: any[] = await this.db.dataSource.query(
+    const rows: any[] = await this.db.withSettings({ 'app.operator': 'on' }, (m) => m.query(
       `SELECT n.*, (SELECT count(*) FROM jobs j WHERE j.node_id = n.id AND j.status IN ('ADMITTED','RUNNING'))::int AS running
          FROM nodes n ORDER BY n.status, n.id`,
-    );
+    ));
     return rows.map((n) => ({
       id: n.id, name: n.id, hardware: n.hardware, gpuCount: n.devices, gpuModel: n.gpu_model, status: n.status,
       lastHeartbeatAt: n.last_heartbeat_at, runningJobs: n.running,

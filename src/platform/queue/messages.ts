@@ -66,6 +66,8 @@ export interface NodeInfo {
   startedAt: number;
   /** `jobId:attempt` of attempts the node is running now (sent with each heartbeat). */
   running: string[];
+  /** When this heartbeat was sent (epoch ms). */
+  beatAt: number;
 }
 
 export const HEARTBEAT_INTERVAL_MS = 1000;

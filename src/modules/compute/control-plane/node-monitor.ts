@@ -35,9 +35,9 @@ export class NodeMonitor {
     if (this.timer) clearInterval(this.timer);
   }
 
-  runningOn(node: string): Set<string> | null {
-    const k = this.known.get(node);
-    return k ? new Set(k.info.running) : null;
+  /** The node's last heartbeat as seen by the monitor (null if it is not live). */
+  nodeInfo(node: string): NodeInfo | null {
+    return this.known.get(node)?.info ?? null;
   }
 
   private async tick(): Promise<void> {
@@ -48,7 +48,7 @@ export class NodeMonitor {
       const liveNames = new Set(live.map((n) => n.name));
       for (const info of live) {
         const prev = this.known.get(info.name);
-        if (prev && prev.info.startedAt !== info.startedAt) await this.lost(info.name, 'node restarted');
+        if (prev && prev.info.startedAt !== info.startedAt) await this.lost(info.name, 'node restarted', false);
         if (!prev || prev.info.startedAt !== info.startedAt) {
           this.known.set(info.name, { info });
           await this.upsert(info);
@@ -97,12 +97,13 @@ export class NodeMonitor {
     for (const r of rows) if (!live.has(r.id)) await this.lost(r.id, 'not alive at control-plane start');
   }
 
-  async lost(name: string, why: string): Promise<void> {
+  /** `deregister`: drop its Redis registration too (not when a new incarnation already holds it). */
+  async lost(name: string, why: string, deregister = true): Promise<void> {
     this.known.delete(name);
     const rows = await this.abandonAttempts(`node_id = $1`, [name], 'NODE_LOST', `node ${name} lost (${why})`);
     await this.cx.db.query(`UPDATE nodes SET status = 'LOST' WHERE id = $1`, [name]);
     this.scheduler.removeNode(name);
-    await this.cx.redis.multi().srem(this.cx.keys.nodeSet, name).del(this.cx.keys.node(name)).exec();
+    if (deregister) await this.cx.redis.multi().srem(this.cx.keys.nodeSet, name).del(this.cx.keys.node(name)).exec();
     for (const r of rows) if (r.status !== 'QUEUED') this.scheduler.dequeue(r.id);
     this.cx.log.warn({ node: name, why, jobs: rows.map((r) => r.id) }, 'node lost; its jobs were requeued');
   }

@@ -70,34 +70,30 @@ export class Reconciler {
 
   private async redispatchStuck(): Promise<void> {
     const rows: any[] = await this.cx.db.query(
-      `SELECT id, tenant_id, attempt, service, input, devices, hardware, deadline_at, created_at, node_id FROM jobs
+      `SELECT id, tenant_id, attempt, service, input, devices, hardware, deadline_at, created_at, admitted_at, node_id FROM jobs
         WHERE status = 'ADMITTED' AND admitted_at < now() - make_interval(secs => $1 / 1000.0)`,
       [this.cx.settings.redispatchAfterMs],
     );
     for (const r of rows) {
-      const running = this.monitor.runningOn(r.node_id);
-      if (running && !running.has(`${r.id}:${r.attempt}`)) await this.scheduler.redispatch(r);
+      const node = this.monitor.nodeInfo(r.node_id);
+      if (node && node.beatAt > +r.admitted_at + 1000 && !node.running.includes(`${r.id}:${r.attempt}`)) await this.scheduler.redispatch(r);
     }
   }
 
   private async abandonOrphans(): Promise<void> {
-    const rows: Array<{ id: string; attempt: number; node_id: string }> = await this.cx.db.query(
-      `SELECT id, attempt, node_id FROM jobs WHERE status = 'RUNNING' AND started_at < now() - make_interval(secs => $1 / 1000.0)`,
+    const rows: Array<{ id: string; attempt: number; node_id: string; started_at: Date }> = await this.cx.db.query(
+      `SELECT id, attempt, node_id, started_at FROM jobs WHERE status = 'RUNNING' AND started_at < now() - make_interval(secs => $1 / 1000.0)`,
       [this.cx.settings.orphanAfterMs],
     );
     for (const r of rows) {
-      const running = this.monitor.runningOn(r.node_id);
-      if (running && !running.has(`${r.id}:${r.attempt}`)) {
+      const node = this.monitor.nodeInfo(r.node_id);
+      // Only a heartbeat sent well after the attempt started can say the node is not running it.
+      if (node && node.beatAt > +r.started_at + 1000 && !node.running.includes(`${r.id}:${r.attempt}`)) {
         this.cx.log.warn({ job: r.id, attempt: r.attempt, node: r.node_id }, 'running attempt no longer reported by its node; requeueing');
         await this.monitor.abandonAttempts('id = $1 AND attempt = $2', [r.id, r.attempt], 'ATTEMPT_LOST', 'the node stopped reporting this attempt');
+        // Freed here; adoptQueued() puts it back in the admitter's queue on the next tick.
         this.scheduler.attemptEnded(r.id, r.attempt);
-        this.scheduler.enqueue(await this.pendingOf(r.id));
       }
     }
-  }
-
-  private async pendingOf(id: string) {
-    const [r]: any[] = await this.cx.db.query(`SELECT id, tenant_id, hardware, devices, created_at FROM jobs WHERE id = $1 AND status = 'QUEUED'`, [id]);
-    return { id, tenantId: r?.tenant_id, hardware: r?.hardware, devices: r?.devices ?? 1, enqueuedAt: +(r?.created_at ?? Date.now()) };
   }
 }

@@ -87,7 +87,7 @@ export class Recorder {
 
   private async started(e: Extract<NodeEvent, { type: 'started' }>): Promise<void> {
     const rows: AnnounceRow[] = (await this.cx.db.query(
-      `UPDATE jobs SET status = 'RUNNING', started_at = COALESCE(started_at, to_timestamp($3 / 1000.0)), node_id = $4
+      `UPDATE jobs SET status = 'RUNNING', started_at = to_timestamp($3 / 1000.0), node_id = $4
         WHERE id = $1 AND attempt = $2 AND status = 'ADMITTED'
         RETURNING ${ANNOUNCE_COLUMNS}`,
       [e.jobId, e.attempt, e.at, e.node],
