@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { AppError, ErrorCode } from './errors';
 
@@ -39,15 +40,26 @@ end
 return tostring(wait)
 `;
 
+const SHA = createHash('sha1').update(SCRIPT).digest('hex');
+
 export class RateLimiter {
   constructor(private readonly redis: Redis, private readonly prefix: string) {}
+
+  /** EVALSHA (the script body is sent only once per Redis restart). */
+  private async run(keys: string[], args: Array<string | number>): Promise<unknown> {
+    try {
+      return await this.redis.evalsha(SHA, keys.length, ...keys, ...args);
+    } catch (err) {
+      if (!/NOSCRIPT/.test((err as Error).message)) throw err;
+      return this.redis.eval(SCRIPT, keys.length, ...keys, ...args);
+    }
+  }
 
   /** Consumes one token from every bucket or throws RATE_LIMITED with retryAfterSeconds. */
   async consume(buckets: Bucket[]): Promise<void> {
     if (buckets.length === 0) return;
-    const wait = Number(await this.redis.eval(
-      SCRIPT, buckets.length, ...buckets.map((b) => `${this.prefix}:rl:${b.key}`),
-      ...buckets.flatMap((b) => [b.ratePerSecond, b.burst]),
+    const wait = Number(await this.run(
+      buckets.map((b) => `${this.prefix}:rl:${b.key}`), buckets.flatMap((b) => [b.ratePerSecond, b.burst]),
     ));
     if (wait > 0) {
       const retryAfterSeconds = Math.max(1, Math.ceil(wait));

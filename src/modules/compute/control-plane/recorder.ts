@@ -76,13 +76,16 @@ export class Recorder {
     }
   }
 
-  /** Exposed for tests: feed events as if they came off the stream (e.g. a duplicate completion). */
+  /**
+   * Exposed for tests: feed events as if they came off the stream (e.g. a duplicate completion).
+   * Per job, events keep their order: starts, then progress, then ends (a node emits them in that
+   * order for one attempt, and a stale attempt's end is recognised by its number, not its position).
+   */
   async handleBatch(events: NodeEvent[]): Promise<void> {
-    for (const e of events) {
-      if (e.type === 'started') await this.started(e);
-      else if (e.type === 'progress') await this.progress(e);
-      else await this.ended(e);
-    }
+    for (const e of events) if (e.type === 'started') await this.started(e);
+    for (const e of events) if (e.type === 'progress') await this.progress(e);
+    const ends = events.filter((e): e is Extract<NodeEvent, { type: 'ended' }> => e.type === 'ended');
+    for (let i = 0; i < ends.length; i += 500) await this.ended(dedupe(ends.slice(i, i + 500)));
   }
 
   private async started(e: Extract<NodeEvent, { type: 'started' }>): Promise<void> {
@@ -108,33 +111,51 @@ export class Recorder {
   }
 
   /**
-   * The end of an attempt: one ledger row per (job, attempt) and the job's terminal state, in one
-   * transaction. An attempt that is no longer the job's current one (preempted, given up as lost)
-   * is recorded but not billed, and its result is discarded.
+   * Ends of attempts, in one transaction: one ledger row per (job, attempt) and the job's terminal
+   * state. An attempt that is no longer the job's current one (preempted, given up as lost) is
+   * recorded but not billed, and its result is discarded.
    */
-  private async ended(e: Extract<NodeEvent, { type: 'ended' }>): Promise<void> {
+  private async ended(ends: Array<Extract<NodeEvent, { type: 'ended' }>>): Promise<void> {
+    const col = <T>(f: (e: (typeof ends)[number]) => T) => ends.map(f);
     const updated = await this.cx.db.transaction(async (m) => {
-      if (e.startedAt !== null) {
+      const started = ends.filter((e) => e.startedAt !== null);
+      if (started.length) {
         await m.query(
           `INSERT INTO usage_ledger (tenant_id, job_id, attempt, job_kind, service, hardware, devices, node_id, started_at, ended_at, billable_ms, billable, reason)
-           SELECT tenant_id, id, $2, kind, service, hardware, $3, $4, to_timestamp($5 / 1000.0), to_timestamp($6 / 1000.0), $7,
-                  (attempt = $2 AND status <> 'QUEUED'), CASE WHEN attempt = $2 AND status <> 'QUEUED' THEN NULL ELSE 'STALE_ATTEMPT' END
-             FROM jobs WHERE id = $1
+           SELECT j.tenant_id, j.id, e.attempt, j.kind, j.service, j.hardware, e.devices, e.node, to_timestamp(e.started / 1000.0), to_timestamp(e.ended / 1000.0),
+                  e.ms, (j.attempt = e.attempt AND j.status <> 'QUEUED'), CASE WHEN j.attempt = e.attempt AND j.status <> 'QUEUED' THEN NULL ELSE 'STALE_ATTEMPT' END
+             FROM unnest($1::uuid[], $2::int[], $3::int[], $4::text[], $5::float8[], $6::float8[], $7::bigint[]) AS e(job_id, attempt, devices, node, started, ended, ms)
+             JOIN jobs j ON j.id = e.job_id
            ON CONFLICT (job_id, attempt) DO NOTHING`,
-          [e.jobId, e.attempt, e.devices, e.node, e.startedAt, e.endedAt, e.devices * Math.max(0, e.endedAt - e.startedAt)],
+          [started.map((e) => e.jobId), started.map((e) => e.attempt), started.map((e) => e.devices), started.map((e) => e.node),
+            started.map((e) => e.startedAt), started.map((e) => e.endedAt), started.map((e) => e.devices * Math.max(0, e.endedAt - e.startedAt!))],
         );
       }
       const [rows]: [AnnounceRow[], number] = await m.query(
-        `UPDATE jobs SET status = $3, output = $4::jsonb, error = $5::jsonb, completed_at = to_timestamp($6 / 1000.0),
-                progress = CASE WHEN $3 = 'SUCCEEDED' THEN 1 ELSE progress END, metrics = metrics || $7::jsonb,
+        `UPDATE jobs j SET status = e.status, output = e.output, error = e.error, completed_at = to_timestamp(e.ended / 1000.0),
+                progress = CASE WHEN e.status = 'SUCCEEDED' THEN 1 ELSE j.progress END, metrics = j.metrics || e.metrics,
                 data_expires_at = now() + make_interval(secs => $8)
-          WHERE id = $1 AND attempt = $2 AND status IN ('ADMITTED','RUNNING')
-          RETURNING ${ANNOUNCE_COLUMNS}`,
-        [e.jobId, e.attempt, e.status, JSON.stringify(e.output ?? null), e.error ? JSON.stringify(e.error) : null, e.endedAt, JSON.stringify(e.metrics ?? {}), this.cx.settings.dataRetentionSeconds],
+           FROM unnest($1::uuid[], $2::int[], $3::text[], $4::jsonb[], $5::jsonb[], $6::float8[], $7::jsonb[]) AS e(job_id, attempt, status, output, error, ended, metrics)
+          WHERE j.id = e.job_id AND j.attempt = e.attempt AND j.status IN ('ADMITTED','RUNNING')
+          RETURNING ${ANNOUNCE_COLUMNS.split(', ').map((c) => `j.${c}`).join(', ')}`,
+        [col((e) => e.jobId), col((e) => e.attempt), col((e) => e.status), col((e) => JSON.stringify(e.output ?? null)),
+          col((e) => (e.error ? JSON.stringify(e.error) : null)), col((e) => e.endedAt), col((e) => JSON.stringify(e.metrics ?? {})),
+          this.cx.settings.dataRetentionSeconds],
       );
-      return rows[0];
+      return rows;
     });
-    this.scheduler.attemptEnded(e.jobId, e.attempt);
-    if (updated) await this.announcer.announce(updated);
+    for (const e of ends) this.scheduler.attemptEnded(e.jobId, e.attempt);
+    for (const row of updated) await this.announcer.announce(row);
   }
+}
+
+/** The first event per (job, attempt): a redelivered duplicate in the same batch changes nothing. */
+function dedupe<E extends { jobId: string; attempt: number }>(events: E[]): E[] {
+  const seen = new Set<string>();
+  return events.filter((e) => {
+    const k = `${e.jobId}:${e.attempt}`;
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
 }
