@@ -35,6 +35,10 @@ export class NodeMonitor {
     if (this.timer) clearInterval(this.timer);
   }
 
+  knownNodes(): NodeInfo[] {
+    return [...this.known.values()].map((k) => k.info);
+  }
+
   /** The node's last heartbeat as seen by the monitor (null if it is not live). */
   nodeInfo(node: string): NodeInfo | null {
     return this.known.get(node)?.info ?? null;

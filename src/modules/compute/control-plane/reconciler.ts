@@ -36,10 +36,25 @@ export class Reconciler {
       await this.redispatchStuck();
       await this.abandonOrphans();
       await this.cx.db.query(`UPDATE jobs SET input = NULL, output = NULL, data_expires_at = NULL WHERE data_expires_at < now()`);
+      await this.nodeMetrics();
     } catch (err) {
       this.cx.log.warn({ err: (err as Error).message }, 'reconcile tick failed');
     } finally {
       this.busy = false;
+    }
+  }
+
+  private async nodeMetrics(): Promise<void> {
+    const rows: Array<{ node_id: string; used: number }> = await this.cx.db.query(
+      `SELECT node_id, sum(devices)::int AS used FROM jobs WHERE status IN ('ADMITTED','RUNNING') AND node_id IS NOT NULL GROUP BY node_id`,
+    );
+    const used = new Map(rows.map((r) => [r.node_id, r.used]));
+    const gauge = this.cx.metrics.nodeDevices;
+    gauge.reset();
+    for (const n of this.monitor.knownNodes()) {
+      const u = Math.min(n.devices, used.get(n.name) ?? 0);
+      gauge.set({ node: n.name, hardware: n.hardware, state: 'used' }, u);
+      gauge.set({ node: n.name, hardware: n.hardware, state: 'free' }, n.devices - u);
     }
   }
 
