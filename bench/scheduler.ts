@@ -7,6 +7,7 @@
  *  - fifo-strict: the same, but the oldest job blocks the queue until it fits.
  * Every policy sees the same seeded workload. Args: --seed=N --hours=H --warmup=H --load=X.
  */
+import { seededRandom } from '../src/platform/random';
 import { Admitter, type Decision, type NodeSpec, type PendingJob, type QuotaSpec } from '../src/modules/compute/admission';
 import { latencyStats, percentile, round, type BenchResult } from './harness';
 
@@ -119,7 +120,7 @@ function buildTenants(cfg: Config): Tenant[] {
 
 /** Poisson arrivals per tenant at the rate that offers demand × guarantee GPUs on average. */
 function buildWorkload(cfg: Config, tenants: Tenant[]): SimJob[] {
-  const rand = mulberry32(cfg.seed);
+  const rand = seededRandom(cfg.seed);
   const meanDevices = SIZES.reduce((s, x) => s + x.p * x.devices, 0);
   const meanDuration = DURATIONS.reduce((s, x) => s + x.p * x.meanSec, 0);
   const horizon = cfg.hours * 3600;
@@ -533,16 +534,6 @@ function summarise(cfg: Config, jobs: SimJob[], rows: Row[]): Record<string, unk
 
 const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / (xs.length || 1);
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function exponential(rand: () => number, mean: number): number {
   return -Math.log(1 - rand()) * mean;

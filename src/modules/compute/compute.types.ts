@@ -1,9 +1,9 @@
 import { GraphQLJSON } from 'graphql-scalars';
 import { Field, Float, ID, InputType, Int, ObjectType, registerEnumType } from 'type-graphql';
 import { ConnectionType } from '../../platform/graphql/connection';
+import { enumOf } from '../../platform/graphql/enums';
 import { JOB_STATUSES } from './compute.entities';
 
-const enumOf = <T extends string>(values: readonly T[]) => Object.fromEntries(values.map((v) => [v, v])) as { [K in T]: K };
 export const JobStatusEnum = enumOf(JOB_STATUSES);
 export const HardwareEnum = enumOf(['CPU', 'GPU'] as const);
 export const WebhookEventEnum = enumOf(['STARTED', 'PROGRESS'] as const);

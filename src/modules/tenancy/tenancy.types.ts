@@ -1,8 +1,8 @@
 import { Field, ID, InputType, ObjectType, registerEnumType } from 'type-graphql';
 import { ConnectionType } from '../../platform/graphql/connection';
+import { enumOf } from '../../platform/graphql/enums';
 import { ROLES, SCOPES, TENANT_STATUSES } from './tenancy.entities';
 
-const enumOf = <T extends string>(values: readonly T[]) => Object.fromEntries(values.map((v) => [v, v])) as { [K in T]: K };
 export const RoleEnum = enumOf(ROLES);
 export const ScopeEnum = enumOf(SCOPES);
 export const TenantStatusEnum = enumOf(TENANT_STATUSES);

@@ -7,6 +7,7 @@
  * - `lost_response`: processes the request, then drops the connection instead of answering (Stripe did the work,
  *   the caller cannot know), the case idempotency keys and meter event identifiers exist for.
  */
+import { seededRandom } from '../../../platform/random';
 export type FaultMode = 'error' | 'timeout' | 'delay' | 'reset' | 'lost_response';
 
 export interface FaultRule {
@@ -31,23 +32,12 @@ export interface FaultRule {
 
 interface ActiveRule { rule: FaultRule; left: number; random: () => number }
 
-/** mulberry32: a small seeded PRNG, so probabilistic faults repeat from run to run. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
 
 export class Faults {
   private rules: ActiveRule[] = [];
 
   add(rule: FaultRule): void {
-    this.rules.push({ rule, left: rule.count ?? rule.times ?? Infinity, random: seeded(rule.seed ?? 1) });
+    this.rules.push({ rule, left: rule.count ?? rule.times ?? Infinity, random: seededRandom(rule.seed ?? 1) });
   }
 
   clear(): void {
