@@ -113,7 +113,8 @@ export class JobsService {
     }
     const msg: AdmissionMessage = { op: 'enqueue', id, tenantId, hardware: job.hardware, devices: job.devices, enqueuedAt: +created.createdAt };
     await this.redis.xadd(this.k.admission, 'MAXLEN', '~', 100_000, '*', 'm', JSON.stringify(msg));
-    if (waiter) await waiter.promise(waitSeconds * 1000);
+    if (!waiter) return toView({ ...created.row, billable_ms: 0 }); // as inserted: no second read
+    await waiter.promise(waitSeconds * 1000);
     return this.read(tenantId, id);
   }
 
@@ -210,24 +211,24 @@ export class JobsService {
 
 const SELECT_VIEW = `SELECT j.*, COALESCE((SELECT sum(u.billable_ms) FROM usage_ledger u WHERE u.job_id = j.id AND u.billable), 0)::bigint AS billable_ms FROM jobs j`;
 
-async function insertJob(m: EntityManager, id: string, tenantId: string, job: NewJob): Promise<{ id: string; createdAt: Date }> {
+async function insertJob(m: EntityManager, id: string, tenantId: string, job: NewJob): Promise<{ id: string; createdAt: Date; row: Record<string, unknown> }> {
   const rows: Array<{ id: string; created_at: Date }> = await m.query(
     `INSERT INTO jobs (id, tenant_id, kind, service, parent_id, status, hardware, devices, input, idempotency_key,
                        webhook_url, webhook_events, deadline_at, max_attempts)
      VALUES ($1, $2, $3, $4, $5, 'QUEUED', $6, $7, $8::jsonb, $9, $10, $11, CASE WHEN $12::int IS NULL THEN NULL ELSE now() + make_interval(secs => $12::int) END, $13)
      ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-     RETURNING id, created_at`,
+     RETURNING *`,
     [id, tenantId, job.kind, job.service, job.parentId ?? null, job.hardware, job.devices, JSON.stringify(job.input ?? null),
       job.idempotencyKey ?? null, job.webhookUrl ?? null, job.webhookEvents ?? [], job.deadlineSeconds ?? null, job.maxAttempts ?? 3],
   );
-  if (rows[0]) return { id: rows[0].id, createdAt: rows[0].created_at };
+  if (rows[0]) return { id: rows[0].id, createdAt: rows[0].created_at, row: rows[0] };
   const [existing]: Array<{ id: string; created_at: Date; service: string }> = await m.query(
     `SELECT id, created_at, service FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2`, [tenantId, job.idempotencyKey],
   );
   if (existing.service !== job.service) {
     throw new AppError(ErrorCode.CONFLICT, 'This idempotency key was used for a different request', { field: 'input.idempotencyKey' });
   }
-  return { id: existing.id, createdAt: existing.created_at };
+  return { id: existing.id, createdAt: existing.created_at, row: existing };
 }
 
 function toView(r: any): JobView {

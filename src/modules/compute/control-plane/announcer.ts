@@ -25,7 +25,19 @@ export class Announcer {
   constructor(private readonly cx: ControlPlaneContext, private readonly webhooks: WebhookSender) {}
 
   async announce(row: AnnounceRow, event: string = row.status): Promise<void> {
-    await this.cx.redis.publish(this.cx.keys.jobUpdates, JSON.stringify({ jobId: row.id, tenantId: row.tenant_id, status: row.status, progress: row.progress }));
+    await this.announceMany([row], event);
+  }
+
+  /** One pipelined round trip of PUBLISHes for the batch, then webhooks and hooks where they apply. */
+  async announceMany(rows: AnnounceRow[], event?: string): Promise<void> {
+    if (rows.length === 0) return;
+    const pipe = this.cx.redis.pipeline();
+    for (const r of rows) pipe.publish(this.cx.keys.jobUpdates, JSON.stringify({ jobId: r.id, tenantId: r.tenant_id, status: r.status, progress: r.progress }));
+    await pipe.exec();
+    for (const r of rows) await this.afterPublish(r, event ?? r.status);
+  }
+
+  private async afterPublish(row: AnnounceRow, event: string): Promise<void> {
     const terminal = TERMINAL.has(event);
     if (terminal) {
       this.cx.metrics.jobsEnded.inc({ status: event, hardware: row.hardware });
@@ -38,4 +50,5 @@ export class Announcer {
       await this.webhooks.enqueue({ tenantId: row.tenant_id, jobId: row.id, type, url: row.webhook_url, throttle: event === 'PROGRESS' });
     }
   }
+
 }

@@ -44,3 +44,15 @@ export const DEFAULT_SETTINGS: ControlPlaneSettings = {
   dataRetentionSeconds: 3600,
   webhookBackoffMs: 1000,
 };
+
+/**
+ * Runs one statement whose loss in a Postgres crash is repaired by reconciliation (admission,
+ * RUNNING, progress): it commits without waiting for the WAL flush, saving a disk sync on the
+ * dispatch path. Never for ledger or billing writes, which stay synchronous.
+ */
+export function relaxedQuery<T = any>(db: DataSource, sql: string, params: unknown[]): Promise<T> {
+  return db.transaction(async (m) => {
+    await m.query('SET LOCAL synchronous_commit = off');
+    return m.query(sql, params) as Promise<T>;
+  });
+}

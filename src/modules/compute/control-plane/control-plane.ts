@@ -12,6 +12,7 @@ import { Reconciler } from './reconciler';
 import { Recorder } from './recorder';
 import { Scheduler } from './scheduler';
 import { WebhookSender } from './webhooks';
+import { startBillingWorker, type BillingWorker } from '../../billing/billing-worker';
 
 export interface ControlPlane {
   cx: ControlPlaneContext;
@@ -20,6 +21,8 @@ export interface ControlPlane {
   recorder: Recorder;
   monitor: NodeMonitor;
   reconciler: Reconciler;
+  /** Meter reporting to Stripe and spend-limit checks. */
+  billing: BillingWorker;
   stop(): Promise<void>;
 }
 
@@ -64,9 +67,11 @@ export async function startControlPlane(
   await scheduler.start(nodes);
   await recorder.start();
   reconciler.start();
+  const billing = await startBillingWorker(cx, env);
   return {
-    cx, announcer, scheduler, recorder, monitor, reconciler,
+    cx, announcer, scheduler, recorder, monitor, reconciler, billing,
     async stop() {
+      await billing.stop();
       reconciler.stop();
       monitor.stop();
       await recorder.stop();

@@ -1,5 +1,5 @@
 import type { NodeEvent } from '../../../platform/queue/messages';
-import type { ControlPlaneContext } from './context';
+import { relaxedQuery, type ControlPlaneContext } from './context';
 import type { Scheduler } from './scheduler';
 import { ANNOUNCE_COLUMNS, type Announcer, type AnnounceRow } from './announcer';
 
@@ -62,8 +62,7 @@ export class Recorder {
           if (fields) events.push(JSON.parse(fields[1]) as NodeEvent);
         }
         await this.handleBatch(events);
-        await this.cx.redis.xack(this.cx.keys.events, GROUP, ...ids);
-        await this.cx.redis.xdel(this.cx.keys.events, ...ids);
+        await this.cx.redis.pipeline().xack(this.cx.keys.events, GROUP, ...ids).xdel(this.cx.keys.events, ...ids).exec();
       } catch (err) {
         if (!this.running) return;
         const msg = (err as Error).message;
@@ -82,31 +81,33 @@ export class Recorder {
    * order for one attempt, and a stale attempt's end is recognised by its number, not its position).
    */
   async handleBatch(events: NodeEvent[]): Promise<void> {
-    for (const e of events) if (e.type === 'started') await this.started(e);
+    const starts = events.filter((e): e is Extract<NodeEvent, { type: 'started' }> => e.type === 'started');
+    if (starts.length) await this.started(dedupe(starts));
     for (const e of events) if (e.type === 'progress') await this.progress(e);
     const ends = events.filter((e): e is Extract<NodeEvent, { type: 'ended' }> => e.type === 'ended');
     for (let i = 0; i < ends.length; i += 500) await this.ended(dedupe(ends.slice(i, i + 500)));
   }
 
-  private async started(e: Extract<NodeEvent, { type: 'started' }>): Promise<void> {
-    const rows: AnnounceRow[] = (await this.cx.db.query(
-      `UPDATE jobs SET status = 'RUNNING', started_at = to_timestamp($3 / 1000.0), node_id = $4
-        WHERE id = $1 AND attempt = $2 AND status = 'ADMITTED'
-        RETURNING ${ANNOUNCE_COLUMNS}`,
-      [e.jobId, e.attempt, e.at, e.node],
-    ))[0];
-    if (rows[0]) await this.announcer.announce(rows[0], 'STARTED');
+  private async started(starts: Array<Extract<NodeEvent, { type: 'started' }>>): Promise<void> {
+    const [rows]: [AnnounceRow[], number] = await relaxedQuery(this.cx.db,
+      `UPDATE jobs j SET status = 'RUNNING', started_at = to_timestamp(e.at / 1000.0), node_id = e.node
+         FROM unnest($1::uuid[], $2::int[], $3::float8[], $4::text[]) AS e(job_id, attempt, at, node)
+        WHERE j.id = e.job_id AND j.attempt = e.attempt AND j.status = 'ADMITTED'
+        RETURNING ${ANNOUNCE_COLUMNS.split(', ').map((c) => `j.${c}`).join(', ')}`,
+      [starts.map((e) => e.jobId), starts.map((e) => e.attempt), starts.map((e) => e.at), starts.map((e) => e.node)],
+    );
+    await this.announcer.announceMany(rows, 'STARTED');
   }
 
   private async progress(e: Extract<NodeEvent, { type: 'progress' }>): Promise<void> {
-    const rows: Array<AnnounceRow> = (await this.cx.db.query(
+    const [rows]: [AnnounceRow[], number] = await relaxedQuery(this.cx.db,
       `UPDATE jobs SET progress = COALESCE($3, progress),
               logs = (SELECT COALESCE(array_agg(l ORDER BY n), '{}') FROM (
                 SELECT l, n FROM unnest(logs || $4::text[]) WITH ORDINALITY AS t(l, n) ORDER BY n DESC LIMIT ${MAX_LOG_LINES}) s)
         WHERE id = $1 AND attempt = $2 AND status = 'RUNNING'
         RETURNING ${ANNOUNCE_COLUMNS}`,
       [e.jobId, e.attempt, e.progress ?? null, e.logs ?? []],
-    ))[0];
+    );
     if (rows[0]) await this.announcer.announce(rows[0], 'PROGRESS');
   }
 
@@ -145,7 +146,7 @@ export class Recorder {
       return rows;
     });
     for (const e of ends) this.scheduler.attemptEnded(e.jobId, e.attempt);
-    for (const row of updated) await this.announcer.announce(row);
+    await this.announcer.announceMany(updated);
   }
 }
 

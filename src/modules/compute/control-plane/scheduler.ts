@@ -1,7 +1,7 @@
 import { Queue } from 'bullmq';
 import { Admitter, type Admission, type NodeSpec, type Preemption } from '../admission';
 import { bullPrefix, type AdmissionMessage, type DispatchPayload, type Hardware } from '../../../platform/queue/messages';
-import type { ControlPlaneContext } from './context';
+import { relaxedQuery, type ControlPlaneContext } from './context';
 
 interface AdmittedRow {
   id: string; tenant_id: string; attempt: number; service: string; input: unknown; devices: number;
@@ -158,13 +158,13 @@ export class Scheduler {
   }
 
   private async applyAdmissions(admits: Admission[]): Promise<void> {
-    const rows: AdmittedRow[] = (await this.cx.db.query(
+    const [rows]: [AdmittedRow[], number] = await relaxedQuery(this.cx.db,
       `UPDATE jobs j SET status = 'ADMITTED', node_id = a.node_id, borrowed = a.borrowed, attempt = j.attempt + 1, admitted_at = now()
          FROM unnest($1::uuid[], $2::text[], $3::bool[]) AS a(id, node_id, borrowed)
         WHERE j.id = a.id AND j.status = 'QUEUED'
         RETURNING j.id, j.tenant_id, j.attempt, j.service, j.input, j.devices, j.hardware, j.deadline_at, j.created_at, j.node_id`,
       [admits.map((a) => a.jobId), admits.map((a) => a.nodeId), admits.map((a) => a.borrowed)],
-    ))[0];
+    );
     const admitted = new Set(rows.map((r) => r.id));
     // Cancelled (or otherwise moved on) between enqueue and admission: give the devices back.
     for (const a of admits) if (!admitted.has(a.jobId)) this.admitter.jobFinished(a.jobId);

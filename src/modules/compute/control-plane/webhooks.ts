@@ -106,7 +106,7 @@ export class WebhookSender {
 }
 
 /** POSTs once; connects only to an address that passed the SSRF check (no DNS rebinding window). */
-async function post(rawUrl: string, headers: Record<string, string>, body: string, allowPrivate: boolean): Promise<number> {
+export async function post(rawUrl: string, headers: Record<string, string>, body: string, allowPrivate: boolean): Promise<number> {
   const url = new URL(rawUrl);
   const addresses: LookupAddress[] = await lookup(url.hostname, { all: true });
   const allowed = addresses.filter((a) => allowPrivate || isPublicAddress(a.address));
