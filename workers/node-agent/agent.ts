@@ -115,6 +115,7 @@ export class NodeAgent {
     const controller = new AbortController();
     this.running.set(d.jobId, { controller, attempt: d.attempt });
     const startedAt = Date.now();
+    const t0 = performance.now();
     await this.emit({ type: 'started', ...base, at: startedAt });
     let lastProgress = 0;
     let pendingLogs: string[] = [];
@@ -136,13 +137,13 @@ export class NodeAgent {
         },
       });
       if (pendingLogs.length) flush();
-      await ended('SUCCEEDED', startedAt, { output: result.output, metrics: { ...result.metrics } as Record<string, number> });
+      await ended('SUCCEEDED', startedAt, { output: result.output, metrics: { ...result.metrics } as Record<string, number>, durationMs: performance.now() - t0 });
     } catch (err) {
       const e = err as Error & { code?: string };
       if (pendingLogs.length) flush();
       const canceledNow = controller.signal.aborted || e.code === 'CANCELED';
       await ended(canceledNow ? 'CANCELED' : 'FAILED', startedAt, {
-        error: { code: canceledNow ? 'CANCELED' : (e.code ?? 'JOB_FAILED'), message: e.message },
+        error: { code: canceledNow ? 'CANCELED' : (e.code ?? 'JOB_FAILED'), message: e.message }, durationMs: performance.now() - t0,
       });
     } finally {
       this.running.delete(d.jobId);

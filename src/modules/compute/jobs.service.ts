@@ -18,7 +18,6 @@ export interface JobView {
   service: string;
   status: JobStatus;
   progress: number;
-  input: unknown;
   output: unknown;
   error: { code: string; message: string } | null;
   logs: string[];
@@ -209,7 +208,9 @@ export class JobsService {
   }
 }
 
-const SELECT_VIEW = `SELECT j.*, COALESCE((SELECT sum(u.billable_ms) FROM usage_ledger u WHERE u.job_id = j.id AND u.billable), 0)::bigint AS billable_ms FROM jobs j`;
+// Every column but `input` (it can be a multi-megabyte image and no view shows it).
+const SELECT_VIEW = `SELECT j.id, j.kind, j.service, j.status, j.progress, j.output, j.error, j.logs, j.attempt, j.node_id, j.hardware,
+       j.created_at, j.started_at, j.completed_at, j.metrics, COALESCE((SELECT sum(u.billable_ms) FROM usage_ledger u WHERE u.job_id = j.id AND u.billable), 0)::bigint AS billable_ms FROM jobs j`;
 
 async function insertJob(m: EntityManager, id: string, tenantId: string, job: NewJob): Promise<{ id: string; createdAt: Date; row: Record<string, unknown> }> {
   const rows: Array<{ id: string; created_at: Date }> = await m.query(
@@ -233,7 +234,7 @@ async function insertJob(m: EntityManager, id: string, tenantId: string, job: Ne
 
 function toView(r: any): JobView {
   return {
-    id: r.id, kind: r.kind, service: r.service, status: r.status, progress: r.progress, input: r.input, output: r.output,
+    id: r.id, kind: r.kind, service: r.service, status: r.status, progress: r.progress, output: r.output,
     error: r.error, logs: r.logs, attempt: r.attempt, nodeId: r.node_id, hardware: r.hardware, createdAt: r.created_at,
     startedAt: r.started_at, completedAt: r.completed_at, metrics: r.metrics,
     usage: { seconds: Number(r.billable_ms) / 1000, hardware: r.hardware },

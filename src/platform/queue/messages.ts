@@ -54,6 +54,8 @@ export type NodeEvent =
       type: 'ended'; jobId: string; attempt: number; node: string; status: TerminalStatus;
       output?: unknown; error?: { code: string; message: string };
       startedAt: number | null; endedAt: number; devices: number; hardware: Hardware;
+      /** Wall time measured with a monotonic clock (the epoch stamps have 1 ms resolution). */
+      durationMs?: number;
       metrics?: Record<string, number>;
     };
 

@@ -129,7 +129,7 @@ export class Recorder {
              JOIN jobs j ON j.id = e.job_id
            ON CONFLICT (job_id, attempt) DO NOTHING`,
           [started.map((e) => e.jobId), started.map((e) => e.attempt), started.map((e) => e.devices), started.map((e) => e.node),
-            started.map((e) => e.startedAt), started.map((e) => e.endedAt), started.map((e) => e.devices * Math.max(0, e.endedAt - e.startedAt!))],
+            started.map((e) => e.startedAt), started.map((e) => e.endedAt), started.map(billableMs)],
         );
       }
       const [rows]: [AnnounceRow[], number] = await m.query(
@@ -148,6 +148,12 @@ export class Recorder {
     for (const e of ends) this.scheduler.attemptEnded(e.jobId, e.attempt);
     await this.announcer.announceMany(updated);
   }
+}
+
+/** Devices × wall time, rounded up to the millisecond: an attempt that ran is never free. */
+export function billableMs(e: { devices: number; startedAt: number | null; endedAt: number; durationMs?: number }): number {
+  const wall = e.durationMs ?? Math.max(0, e.endedAt - (e.startedAt ?? e.endedAt));
+  return e.devices * Math.max(1, Math.ceil(wall));
 }
 
 /** The first event per (job, attempt): a redelivered duplicate in the same batch changes nothing. */
