@@ -10,6 +10,7 @@ const BENCHES: Record<string, () => Promise<{ default: Bench }>> = {
   scheduler: () => load('./scheduler'),
   services: () => load('./services'),
   metering: () => load('./metering'),
+  training: () => load('./training'),
 };
 
 async function main() {

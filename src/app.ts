@@ -11,20 +11,18 @@ import { TenancyService } from './modules/tenancy/tenancy.service';
 import { JobUpdateBus } from './modules/compute/job-updates';
 import { JobsService } from './modules/compute/jobs.service';
 import { OperatorService } from './modules/compute/operator.service';
-import { ServicesService, type PriceSource } from './modules/services/services.service';
+import { ServicesService } from './modules/services/services.service';
+import { createBilling, type BillingService } from './modules/billing';
 import { keys } from './platform/queue/messages';
+import { createTraining, type TrainingServices } from './modules/training';
 
-export interface AppServices {
+export interface AppServices extends TrainingServices {
   tenancy: TenancyService;
   jobs: JobsService;
   services: ServicesService;
   operator: OperatorService;
+  billing: BillingService;
 }
-
-/** Until billing's price book is wired in: list prices per usage minute, in cents. */
-const LIST_PRICES: PriceSource = {
-  unitPriceCents: async (kind, hardware) => (hardware === 'GPU' ? 20 : 2) * (kind === 'TRAINING' ? 1.5 : 1),
-};
 
 /** The wired application: repositories and clients first, then services. Used by the API, workers and tests. */
 export interface App {
@@ -53,14 +51,19 @@ export async function createApp(env: Env, opts: { log?: Logger; metrics?: Metric
   const tenancy = new TenancyService(
     db, new TokenSigner(jwtKeys(env), env.JWT_KEY_ID, env.JWT_TTL_SECONDS), operatorEmails(env),
   );
-  const services = new ServicesService(LIST_PRICES);
-  const jobs = new JobsService(db, redis, k, bus, (p, ref, input) => services.resolve(p, ref, input), {
+  const billing = createBilling(env, db, tenancy, log);
+  const services = new ServicesService(billing.prices);
+  // A deployment is resolved by the training module's registry, a service id by the catalog.
+  const jobs = new JobsService(db, redis, k, bus, (p, ref, input) =>
+    (ref.deployment !== undefined ? training.models.resolveDeployment(p, ref.deployment, input) : services.resolve(p, ref, input)), {
     allowPlainHttpWebhooks: env.NODE_ENV !== 'production',
   });
+  jobs.guards.push(billing.guard);
+  const training = createTraining(env, db, redis, k, log, jobs);
   return {
     env, log, db, redis, metrics, bus,
     rateLimiter: new RateLimiter(redis, env.REDIS_PREFIX),
-    services: { tenancy, jobs, services, operator: new OperatorService(db, redis, k) },
+    services: { tenancy, jobs, services, operator: new OperatorService(db, redis, k), billing: billing.service, ...training },
     async close() {
       redis.disconnect();
       subscriber.disconnect();

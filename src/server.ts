@@ -19,6 +19,7 @@ import { makeFormatError } from './platform/graphql/errors';
 import { buildNimbusSchema } from './platform/graphql/schema';
 import type { Principal } from './modules/tenancy/principal';
 import { ANONYMOUS_LIMIT, PLAN_LIMITS } from './modules/tenancy/plans';
+import { uploadHandler } from './modules/training/upload-route';
 
 export interface RunningServer {
   url: string;
@@ -39,6 +40,7 @@ export async function startServer(app: App, opts: { port?: number; host?: string
 
   // Subscriptions over graphql-ws on the same path; the credential comes in connectionParams.authorization.
   const wss = new WebSocketServer({ server: httpServer, path: '/graphql' });
+  const formatError = makeFormatError(log);
   const wsCleanup = useServer<{ authorization?: string }, { principal?: Principal }>({
     schema,
     onConnect: async (ctx) => {
@@ -54,6 +56,10 @@ export async function startServer(app: App, opts: { port?: number; host?: string
     context: (ctx): GqlContext => ({
       requestId: randomUUID(), principal: ctx.extra.principal ?? null, services: app.services, log,
     }),
+    // The same contract error codes as over HTTP, for validation errors and for errors in results.
+    onError: (_ctx, _id, _payload, errors) => errors.map((e) => formatError(e, e)),
+    onNext: (_ctx, _id, _payload, _args, result) =>
+      result.errors ? { ...result, errors: result.errors.map((e) => formatError(e, e)) } : undefined,
   }, wss);
 
   const apollo = new ApolloServer<GqlContext>({
@@ -62,7 +68,7 @@ export async function startServer(app: App, opts: { port?: number; host?: string
     csrfPrevention: true,
     includeStacktraceInErrorResponses: false,
     validationRules: [depthLimit(env.QUERY_DEPTH_LIMIT)],
-    formatError: makeFormatError(log),
+    formatError,
     plugins: [
       ApolloServerPluginDrainHttpServer({ httpServer }),
       { async serverWillStart() { return { async drainServer() { await wsCleanup.dispose(); } }; } },
@@ -94,6 +100,19 @@ export async function startServer(app: App, opts: { port?: number; host?: string
   expressApp.get('/metrics', async (_req, res) => {
     res.type(app.metrics.registry.contentType).send(await app.metrics.registry.metrics());
   });
+  // Signed dataset upload URLs: the body streams to the artifact store (no body parser before it).
+  expressApp.put('/uploads/:id', uploadHandler(() => app.services.datasets));
+  // Stripe signs the exact bytes it sent: the raw body, never a parsed one (so no JSON parser before this).
+  expressApp.post('/webhooks/stripe', express.raw({ type: 'application/json', limit: '1mb' }), async (req, res) => {
+    try {
+      const raw = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+      const out = await app.services.billing.handleStripeWebhook(raw, req.header('stripe-signature'));
+      res.status(out.status).json(out.body);
+    } catch (err) {
+      log.error({ err }, 'Stripe webhook failed; Stripe will resend it');
+      res.status(500).json({ error: 'internal error' });
+    }
+  });
   expressApp.use(
     '/graphql',
     express.json({ limit: '12mb' }),
@@ -102,7 +121,7 @@ export async function startServer(app: App, opts: { port?: number; host?: string
         const requestId = String(res.locals.requestId);
         const principal = await toGraphQL(() => authenticate(app, req));
         await toGraphQL(() => rateLimit(app, principal, req));
-        return { requestId, principal, services: app.services, log: log.child({ requestId }) };
+        return { requestId, principal, services: app.services, log: log.child({ requestId }), origin: `${req.protocol}://${req.get('host')}` };
       },
     }),
   );

@@ -3,6 +3,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { loadEnvOrExit, startApi } from '../src/bootstrap';
 import { startControlPlane } from '../src/modules/compute/control-plane/control-plane';
+import { withLocalStripe } from '../src/modules/billing/stripe-gateway';
+import { attachTraining } from '../src/modules/training/training.orchestrator';
 
 /**
  * `npm start`: the whole system on one machine — the API (migrations, demo seed), the control
@@ -10,12 +12,15 @@ import { startControlPlane } from '../src/modules/compute/control-plane/control-
  * it shares nothing with the API but Redis).
  */
 async function main() {
-  const env = loadEnvOrExit();
+  // With no Stripe configured, billing runs against the local fake Stripe started here.
+  const { env } = await withLocalStripe(loadEnvOrExit());
   const { app } = await startApi(env);
   const cp = await startControlPlane(env, { log: app.log.child({ name: 'control-plane' }), metrics: app.metrics });
+  const training = attachTraining(cp, app);
   const agent = startLocalAgent();
   const shutdown = async () => {
     agent.kill('SIGTERM');
+    await training.stop();
     await cp.stop();
     process.exit(0);
   };

@@ -4,16 +4,24 @@ import { prepareDatabase } from '../src/platform/db/prepare';
 import { Metrics } from '../src/platform/http/metrics';
 import { createLogger } from '../src/platform/logger';
 import { startControlPlane } from '../src/modules/compute/control-plane/control-plane';
+import { withLocalStripe } from '../src/modules/billing/stripe-gateway';
+import { createApp } from '../src/app';
+import { attachTraining } from '../src/modules/training/training.orchestrator';
 
 /** `npm run control-plane`: admitter, completion recorder, node monitor, reconciler, webhook sender. */
 async function main() {
-  const env = loadEnvOrExit();
+  const { env } = await withLocalStripe(loadEnvOrExit());
   const log = createLogger(env.LOG_LEVEL, 'control-plane');
   await prepareDatabase(env, (msg) => log.info(msg));
   const cp = await startControlPlane(env, { log, metrics: new Metrics() });
+  // Training orchestration submits trials through the API's services (quota, billing guards, RLS).
+  const app = await createApp(env, { log });
+  const training = attachTraining(cp, app);
   log.info('control plane running');
   const shutdown = async () => {
+    await training.stop();
     await cp.stop();
+    await app.close();
     process.exit(0);
   };
   process.once('SIGINT', shutdown);

@@ -34,7 +34,22 @@ const schema = z.object({
     STRIPE_WEBHOOK_SECRET: z.string().optional(),
     /** Point the Stripe SDK at another server (the fake Stripe in tests, stripe-mock in compose): http://host:port */
     STRIPE_API_BASE: z.url().optional(),
+    /** Meter events sent per second at most (Stripe's live limit for meter events is 1,000/s). */
+    STRIPE_METER_EVENTS_PER_SECOND: z.coerce.number().int().min(1).max(10_000).default(100),
+    /** How long a PAST_DUE tenant may still start jobs before PAYMENT_REQUIRED (default 3 days). */
+    BILLING_GRACE_SECONDS: z.coerce.number().int().min(0).default(3 * 24 * 3600),
     DATA_DIR: z.string().default('.data'),
+    /** Artifact store (datasets, models, checkpoints): `local` (files under DATA_DIR/artifacts) or `s3` (S3/MinIO). */
+    ARTIFACT_STORE: z.enum(['local', 's3']).default('local'),
+    S3_ENDPOINT: z.url().optional(),
+    S3_REGION: z.string().default('us-east-1'),
+    S3_BUCKET: z.string().optional(),
+    S3_ACCESS_KEY_ID: z.string().optional(),
+    S3_SECRET_ACCESS_KEY: z.string().optional(),
+    /** Path-style bucket URLs (MinIO needs them). */
+    S3_FORCE_PATH_STYLE: bool.default(true),
+    /** Largest dataset file a signed upload URL accepts. */
+    UPLOAD_MAX_BYTES: z.coerce.number().int().min(1).default(100 * 1024 * 1024),
     SEED_DEMO: bool.default(true),
   });
 
@@ -49,6 +64,7 @@ function crossChecks(raw: Record<string, string | undefined>): string[] {
   for (const pair of (raw.JWT_PREVIOUS_KEYS ?? '').split(',').filter(Boolean)) {
     if (!/^[^:]+:.{32,}$/.test(pair)) problems.push('JWT_PREVIOUS_KEYS: each entry must be kid:secret with a secret of at least 32 characters');
   }
+  if (raw.ARTIFACT_STORE === 's3' && !raw.S3_BUCKET) problems.push('S3_BUCKET: required when ARTIFACT_STORE=s3');
   return problems;
 }
 

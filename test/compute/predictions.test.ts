@@ -168,6 +168,16 @@ describe('subscriptions', () => {
     expect(statuses.at(-1)).toBe('SUCCEEDED');
     expect(statuses.length).toBeGreaterThanOrEqual(2);
 
+    // Another tenant's prediction: NOT_FOUND with the contract's code, as over HTTP.
+    const spy = createClient({ url, webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${b.token}` }, retryAttempts: 0 });
+    const crossErr = await new Promise<any>((resolve) => {
+      spy.subscribe({ query: `subscription($id: ID!) { predictionUpdated(id: $id) { id } }`, variables: { id } }, {
+        next: (v: any) => resolve(v.errors ?? v), error: resolve, complete: () => resolve(null),
+      });
+    });
+    await spy.dispose();
+    expect(crossErr?.[0]?.extensions?.code).toBe('NOT_FOUND');
+
     const anon = createClient({ url, webSocketImpl: WebSocket, retryAttempts: 0 });
     const err = await new Promise<unknown>((resolve) => {
       anon.subscribe({ query: `subscription($id: ID!) { predictionUpdated(id: $id) { id } }`, variables: { id } }, { next: () => undefined, error: resolve, complete: () => resolve(null) });

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { createLogger } from '../../src/platform/logger';
 import { startControlPlane, type ControlPlane } from '../../src/modules/compute/control-plane/control-plane';
 import type { ControlPlaneSettings } from '../../src/modules/compute/control-plane/context';
+import { attachTraining } from '../../src/modules/training/training.orchestrator';
 import { startTestApi, type TestApi } from './api';
 import { childEnv } from './env';
 
@@ -31,6 +32,7 @@ export async function startCluster(opts: {
   const cp = await startControlPlane(api.env, {
     log: createLogger(process.env.TEST_CP_LOG ?? 'silent'), metrics: api.app.metrics, settings: { ...FAST_SETTINGS, ...opts.settings, webhookAllowPrivate: true },
   });
+  const training = attachTraining(cp, api.app, { tickMs: 500 });
   const agents = new Map<string, ChildProcess>();
   const cluster: TestCluster = {
     api, cp, agents,
@@ -52,6 +54,7 @@ export async function startCluster(opts: {
     },
     async close() {
       await Promise.all([...agents.keys()].map((n) => cluster.kill(n, 'SIGKILL')));
+      await training.stop();
       await cp.stop();
       await api.close();
     },

@@ -5,6 +5,7 @@ import { loadEnvOrExit } from '../../src/bootstrap';
 import { createLogger } from '../../src/platform/logger';
 import { NodeAgent } from './agent';
 import { createRuntimeHost } from './runtimes';
+import { createArtifactStore } from '../../src/modules/training/artifact-store';
 
 /** GPUs as nvidia-smi reports them; null when there is no NVIDIA driver on this machine. */
 export function detectGpus(): { count: number; model: string } | null {
@@ -34,6 +35,9 @@ export async function main(argv = process.argv.slice(2)): Promise<NodeAgent> {
   });
   const env = loadEnvOrExit();
   const log = createLogger(env.LOG_LEVEL, 'node-agent');
+  // Trials and model.predict reach datasets and models only through the artifact store (DATA_DIR, or
+  // ARTIFACT_STORE=s3 with S3_*), which each worker thread builds from this environment: fail fast here.
+  const store = createArtifactStore(env);
   const hardware = values.hardware === 'GPU' ? 'GPU' : 'CPU';
   const gpus = hardware === 'GPU' ? detectGpus() : null;
   if (hardware === 'GPU' && !gpus && !values.devices) throw new Error('--hardware GPU: nvidia-smi found no GPU; pass --devices to override');
@@ -45,6 +49,7 @@ export async function main(argv = process.argv.slice(2)): Promise<NodeAgent> {
     runtimes, log: (msg, extra) => log.info(extra ?? {}, msg),
   });
   await agent.start();
+  log.info({ artifactStore: store.kind }, 'artifact store');
   if (values.warm) void runtimes.warm(values.warm === 'all' ? undefined : values.warm.split(','));
   const shutdown = async () => {
     await agent.stop();

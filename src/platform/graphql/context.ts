@@ -9,4 +9,6 @@ export interface GqlContext {
   services: AppServices;
   log: Logger;
   cost?: { requested: number; limit: number };
+  /** scheme://host the request came to (for URLs the API hands out, e.g. signed upload URLs). */
+  origin?: string;
 }

@@ -12,7 +12,9 @@ const CONTRACT_CODES = new Set<string>(Object.values(ErrorCode));
  */
 export function makeFormatError(log: Logger) {
   return (formatted: GraphQLFormattedError, error: unknown): GraphQLFormattedError => {
-    const original = unwrapResolverError(error);
+    const unwrapped = unwrapResolverError(error);
+    // Errors from a subscription's source stream are located errors without a path: unwrap them too.
+    const original = unwrapped instanceof GraphQLError && unwrapped.originalError ? unwrapped.originalError : unwrapped;
     if (original instanceof AppError) {
       const e = original.toGraphQLError();
       return { message: e.message, path: formatted.path, locations: formatted.locations, extensions: strip(e.extensions) };

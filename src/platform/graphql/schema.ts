@@ -3,9 +3,13 @@ import type { GraphQLSchema } from 'graphql';
 import { buildSchema, type NonEmptyArray, type PubSub } from 'type-graphql';
 import { TenancyResolver } from '../../modules/tenancy/tenancy.resolver';
 import { ComputeResolver } from '../../modules/compute/compute.resolver';
+import { BillingResolver } from '../../modules/billing/billing.resolver';
+import { DeploymentFields, ModelVersionFields, TrainingJobFields, TrainingResolver } from '../../modules/training/training.resolver';
 
 // eslint-disable-next-line @typescript-eslint/no-unsafe-function-type
-export const RESOLVERS: NonEmptyArray<Function> = [TenancyResolver, ComputeResolver];
+export const RESOLVERS: NonEmptyArray<Function> = [
+  TenancyResolver, ComputeResolver, BillingResolver, TrainingResolver, TrainingJobFields, ModelVersionFields, DeploymentFields,
+];
 
 /** The schema is built from the resolvers alone, so `npm run schema` needs no database. */
 export function buildNimbusSchema(): Promise<GraphQLSchema> {

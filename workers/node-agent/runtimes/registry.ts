@@ -76,6 +76,17 @@ export const RUNTIMES: Record<string, ServiceRuntime> = {
     load: async () => void forecastLibs().loadForecastLibs(),
     run: (input, ctx) => forecast().forecast(input as Parameters<ReturnType<typeof forecast>['forecast']>[0], ctx),
   },
+  // Custom models: a training trial and a deployed model's prediction (libraries load per algorithm).
+  'training.trial': {
+    isLoaded: () => true,
+    load: async () => undefined,
+    run: (input, ctx) => (require('./training/trial') as typeof import('./training/trial')).runTrial(input as Parameters<typeof import('./training/trial').runTrial>[0], ctx),
+  },
+  'model.predict': {
+    isLoaded: () => true,
+    load: async () => undefined,
+    run: (input, ctx) => (require('./training/predict') as typeof import('./training/predict')).predictModel(input as Parameters<typeof import('./training/predict').predictModel>[0], ctx),
+  },
   'system.echo': {
     isLoaded: () => true,
     load: async () => undefined,

@@ -24,7 +24,7 @@ const finite = (p: Prediction) =>
   [p.point, p.lower80, p.upper80, p.lower95, p.upper95].every((a) => a.every((v) => Number.isFinite(v)));
 
 /** Fits on log values and maps everything back (the point becomes the median). */
-function onLogs(fit: (train: number[], h: number) => Prediction): (train: number[], h: number) => Prediction {
+export function onLogs(fit: (train: number[], h: number) => Prediction): (train: number[], h: number) => Prediction {
   return (train, h) => {
     const p = fit(train.map(Math.log), h);
     return {
@@ -49,7 +49,7 @@ function fromVariance(point: number[], variance: number[]): Prediction {
   };
 }
 
-function arimaFit(libs: ForecastLibs, opts: Record<string, number | boolean>) {
+export function arimaFit(libs: ForecastLibs, opts: Record<string, number | boolean>) {
   return (train: number[], h: number): Prediction => {
     const model = new libs.ARIMA({ ...opts, verbose: false }).train(train);
     try {
@@ -61,7 +61,7 @@ function arimaFit(libs: ForecastLibs, opts: Record<string, number | boolean>) {
   };
 }
 
-function augursFit(make: () => AugursModel) {
+export function augursFit(make: () => AugursModel) {
   return (train: number[], h: number): Prediction => {
     const model = make();
     try {
