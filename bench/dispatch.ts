@@ -1,3 +1,4 @@
+import { machineBusyMs, pidsNamed, processCpuMs } from './proc';
 import 'reflect-metadata';
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -275,45 +276,14 @@ function runHttpClient(spec: HttpSpec): Promise<HttpOutcome[]> {
 
 // ---- CPU accounting from /proc (2 shared cores: CPU per job explains jobs/s) ------------------------
 
-const TICK_MS = 10;
-function cpuMsOf(pid: number | 'self'): number {
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) * TICK_MS;
-  } catch {
-    return 0;
-  }
-}
-function machineBusyMs(): number {
-  try {
-    const c = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);
-    return (c.reduce((a, b) => a + b, 0) - c[3] - c[4]) * TICK_MS;
-  } catch {
-    return NaN;
-  }
-}
-function pidsNamed(comm: string): number[] {
-  try {
-    return readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number).filter((pid) => {
-      try {
-        return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === comm;
-      } catch {
-        return false;
-      }
-    });
-  } catch {
-    return [];
-  }
-}
 
 interface CpuGroups { bench: number; child: number; postgres: number; redis: number; machine: number; at: number }
 async function cpuSnap(owner: PgClient, childPids: Array<number | undefined>, redisPids: number[]): Promise<CpuGroups> {
   const { rows } = await owner.query<{ pid: number }>(`SELECT pid FROM pg_stat_activity WHERE datname = current_database()`);
   return {
-    bench: cpuMsOf('self'), child: childPids.reduce<number>((a, p) => a + (p ? cpuMsOf(p) : 0), 0),
-    postgres: rows.reduce((a, r) => a + cpuMsOf(r.pid), 0),
-    redis: redisPids.reduce((a, p) => a + cpuMsOf(p), 0), machine: machineBusyMs(), at: hr(),
+    bench: (processCpuMs(`/proc/self/stat`) ?? 0), child: childPids.reduce<number>((a, p) => a + (p ? (processCpuMs(`/proc/${p}/stat`) ?? 0) : 0), 0),
+    postgres: rows.reduce((a, r) => a + (processCpuMs(`/proc/${r.pid}/stat`) ?? 0), 0),
+    redis: redisPids.reduce((a, p) => a + (processCpuMs(`/proc/${p}/stat`) ?? 0), 0), machine: (machineBusyMs() ?? NaN), at: hr(),
   };
 }
 /** CPU ms per job by group between two snapshots (Postgres backends that closed meanwhile are missed). */
@@ -876,10 +846,10 @@ const dispatch: Bench = async (args) => {
       const t0 = hr();
       let busyCores = NaN;
       do {
-        const a = machineBusyMs();
+        const a = (machineBusyMs() ?? NaN);
         const ta = hr();
         await sleep(500);
-        busyCores = (machineBusyMs() - a) / (hr() - ta);
+        busyCores = ((machineBusyMs() ?? NaN) - a) / (hr() - ta);
       } while (busyCores >= 0.35 && hr() - t0 < quietWaitMs);
       quietGate[name] = { waitedMs: round(hr() - t0, 0), busyCores: round(busyCores, 2) };
       return fn();

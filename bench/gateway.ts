@@ -1,3 +1,4 @@
+import { machineBusyMs, pidsNamed, processCpuMs } from './proc';
 import 'reflect-metadata';
 import { createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -137,40 +138,9 @@ function startBare(env: Env, pool: Pool): Promise<Server> {
 // time per request does not, so each row also reports the server thread's and its Postgres
 // backends' CPU per request, and how many cores everything else used meanwhile.
 
-const TICK_MS = 10; // USER_HZ is 100 on Linux
 
-function statCpuMs(path: string): number | null {
-  try {
-    const s = readFileSync(path, 'utf8');
-    const f = s.slice(s.lastIndexOf(')') + 2).split(' '); // fields from #3 (state) on
-    return (Number(f[11]) + Number(f[12])) * TICK_MS; // utime + stime
-  } catch {
-    return null;
-  }
-}
 
-function machineBusyMs(): number | null {
-  try {
-    const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);
-    return (cpu.reduce((a, b) => a + b, 0) - cpu[3] - cpu[4]) * TICK_MS; // minus idle and iowait
-  } catch {
-    return null;
-  }
-}
 
-function pidsNamed(comm: string): number[] {
-  try {
-    return readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number).filter((pid) => {
-      try {
-        return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === comm;
-      } catch {
-        return false;
-      }
-    });
-  } catch {
-    return [];
-  }
-}
 
 interface CpuSnapshot {
   at: number;
@@ -188,12 +158,12 @@ async function cpuSnapshot(owner: Client, redisPids: number[]): Promise<CpuSnaps
   );
   const pg = new Map<number, number>();
   for (const { pid } of rows) {
-    const ms = statCpuMs(`/proc/${pid}/stat`);
+    const ms = processCpuMs(`/proc/${pid}/stat`);
     if (ms !== null) pg.set(pid, ms);
   }
-  const redis = redisPids.length ? redisPids.reduce((a, pid) => a + (statCpuMs(`/proc/${pid}/stat`) ?? 0), 0) : null;
+  const redis = redisPids.length ? redisPids.reduce((a, pid) => a + (processCpuMs(`/proc/${pid}/stat`) ?? 0), 0) : null;
   return {
-    at: performance.now(), main: statCpuMs(`/proc/self/task/${process.pid}/stat`), proc: statCpuMs('/proc/self/stat'),
+    at: performance.now(), main: processCpuMs(`/proc/self/task/${process.pid}/stat`), proc: processCpuMs('/proc/self/stat'),
     pg, redis, machine: machineBusyMs(),
   };
 }

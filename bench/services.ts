@@ -1,3 +1,4 @@
+import { machineBusyMs, pidsNamed, processCpuMs } from './proc';
 import { randomBytes } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -327,47 +328,20 @@ function phases(records: CallRecord[], jobs: Map<string, JobTimes>) {
 
 // ---- CPU accounting from /proc (Linux): the machine is small and shared, so say how busy it was ----
 
-const TICK_MS = 10; // USER_HZ is 100 on Linux
 
-function statCpuMs(path: string): number | null {
-  try {
-    const st = readFileSync(path, 'utf8');
-    const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) * TICK_MS; // utime + stime, all threads
-  } catch {
-    return null;
-  }
-}
 
-function machineBusyMs(): number {
-  const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
-  return (cpu.reduce((a, b) => a + b, 0) - cpu[3]! - cpu[4]!) * TICK_MS;
-}
 
-function pidsNamed(comm: string): number[] {
-  try {
-    return readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number).filter((pid) => {
-      try {
-        return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === comm;
-      } catch {
-        return false;
-      }
-    });
-  } catch {
-    return [];
-  }
-}
 
 /** CPU ms so far of this process, the node agent, our Postgres backends, Redis, and the whole machine. */
 async function cpuSnapshot(owner: PgModule.Client, agentPid: number | undefined, redisPids: number[]) {
   const { rows } = await owner.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = current_database()');
   const pg = new Map<number, number>();
   for (const { pid } of rows) {
-    const ms = statCpuMs(`/proc/${pid}/stat`);
+    const ms = processCpuMs(`/proc/${pid}/stat`);
     if (ms !== null) pg.set(pid, ms);
   }
-  const sum = (pids: number[]) => pids.reduce((a, pid) => a + (statCpuMs(`/proc/${pid}/stat`) ?? 0), 0);
-  return { at: performance.now(), self: statCpuMs('/proc/self/stat') ?? 0, agent: agentPid ? sum([agentPid]) : 0, pg, redis: sum(redisPids), machine: machineBusyMs() };
+  const sum = (pids: number[]) => pids.reduce((a, pid) => a + (processCpuMs(`/proc/${pid}/stat`) ?? 0), 0);
+  return { at: performance.now(), self: processCpuMs('/proc/self/stat') ?? 0, agent: agentPid ? sum([agentPid]) : 0, pg, redis: sum(redisPids), machine: (machineBusyMs() ?? NaN) };
 }
 type CpuSnapshot = Awaited<ReturnType<typeof cpuSnapshot>>;
 
@@ -483,9 +457,9 @@ const services: Bench = async (args) => {
     // The agent warms its models in the background (--warm all): measure only once it has gone quiet.
     const agentPid = agent.pid!;
     await waitFor(async () => {
-      const before = statCpuMs(`/proc/${agentPid}/stat`) ?? 0;
+      const before = processCpuMs(`/proc/${agentPid}/stat`) ?? 0;
       await new Promise((r) => setTimeout(r, 500));
-      return (statCpuMs(`/proc/${agentPid}/stat`) ?? 0) - before <= 30;
+      return (processCpuMs(`/proc/${agentPid}/stat`) ?? 0) - before <= 30;
     }, 60_000, 'the node agent to finish warming its models');
     const setupMs = Date.now() - t0;
 

@@ -271,7 +271,7 @@ describe('spend limits', () => {
     await gql(SET_SPEND_LIMIT, { amountCents: 1 }, e);
     await waitFor(async () => (await gql(PREDICTION, { id }, e)).data.prediction.status === 'CANCELED', 10_000, 'the job to be canceled');
     expect((await gql(PREDICTION, { id }, e)).data.prediction.error).toEqual({ code: 'SPEND_LIMIT_REACHED', message: expect.any(String) });
-    await waitFor(async () => (await owner.query('SELECT 1 FROM usage_ledger WHERE job_id = $1 AND billable', [id])).rowCount === 1, 5000, 'the attempt to be billed');
+    await waitFor(async () => (await owner.query('SELECT 1 FROM usage_ledger WHERE job_id = $1 AND billable', [id])).rowCount === 1, 15_000, 'the attempt to be billed');
     expect((await owner.query(`SELECT 1 FROM audit_events WHERE object_id = $1 AND action = 'billing.job_canceled'`, [id])).rowCount).toBe(1);
   });
 });

@@ -12,6 +12,7 @@ import { startCluster, waitFor, type TestCluster } from '../support/cluster';
 import { ownerClient } from '../support/db';
 import { PREDICT } from '../support/gql';
 import { EVENT_NAMES, startFake, stripeEnv } from './support';
+import { seededRandom } from '../../src/platform/random';
 
 let fake: FakeStripe;
 let cluster: TestCluster;
@@ -31,17 +32,7 @@ afterAll(async () => {
   await fake.close();
 });
 
-/** mulberry32: the same mix every run. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
-const random = rng(20261125);
+const random = seededRandom(20261125); // the same mix every run
 const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)];
 const shuffle = <T>(xs: T[]): T[] => xs.map((x) => [random(), x] as const).sort((p, q) => p[0] - q[0]).map(([, x]) => x);
 
