@@ -17,7 +17,8 @@ import type { JobView } from '../src/modules/compute/jobs.service';
 import type { Principal } from '../src/modules/tenancy/principal';
 import type { RunningServer } from '../src/server';
 import type { NodeEvent } from '../src/platform/queue/messages';
-import { latencyStats, percentile, round, type Bench } from './harness';
+import { latencyStats, percentile, round, type Bench, numFlag } from './harness';
+import { signUpBenchTenant } from './tenant';
 
 /**
  * `npm run bench -- dispatch [--latency-jobs 300] [--burst 2000] [--inflight 32] [--devices 16] [--no-graphql]
@@ -80,14 +81,6 @@ const TERMINAL = new Set(['SUCCEEDED', 'FAILED', 'CANCELED']);
 const hr = () => performance.timeOrigin + performance.now();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function numFlag(args: string[], name: string, fallback: number): number {
-  const i = args.indexOf(`--${name}`);
-  const raw = i >= 0 ? args[i + 1] : args.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
-  if (raw === undefined) return fallback;
-  const n = Number(raw);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number, got "${raw}"`);
-  return Math.round(n);
-}
 
 async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string, everyMs = 20): Promise<void> {
   const end = Date.now() + timeoutMs;
@@ -426,12 +419,12 @@ interface JobTimes {
 }
 
 const dispatch: Bench = async (args) => {
-  const latencyJobs = numFlag(args, 'latency-jobs', 300);
-  const burst = numFlag(args, 'burst', 2000);
-  const inflight = numFlag(args, 'inflight', 32);
-  const devices = numFlag(args, 'devices', 16);
+  const latencyJobs = Math.round(numFlag(args, 'latency-jobs', 300));
+  const burst = Math.round(numFlag(args, 'burst', 2000));
+  const inflight = Math.round(numFlag(args, 'inflight', 32));
+  const devices = Math.round(numFlag(args, 'devices', 16));
   const withGraphql = !args.includes('--no-graphql');
-  const quietWaitMs = numFlag(args, 'quiet-wait', 10) * 1000;
+  const quietWaitMs = Math.round(numFlag(args, 'quiet-wait', 10)) * 1000;
 
   // Heavy modules load here, not at the top: the raw worker child and the HTTP thread load this file too.
   const { createApp } = require('../src/app') as typeof import('../src/app');
@@ -480,19 +473,15 @@ const dispatch: Bench = async (args) => {
     server = await startServer(app, { port: 0, host: '127.0.0.1' });
     const origin = `http://127.0.0.1:${server.port}`;
     const tenancy = app.services.tenancy;
-    const signedUp = await tenancy.signUp({
-      email: `bench-${randomBytes(6).toString('hex')}@example.test`, password: 'bench password 0123', tenantName: 'Dispatch Bench',
-    });
+    const signedUp = await signUpBenchTenant(tenancy, owner, 'Dispatch Bench');
     tenantId = signedUp.tenant.id;
     userId = signedUp.user.id;
     const tid = tenantId;
-    await owner.query(`UPDATE tenants SET plan = 'ENTERPRISE' WHERE id = $1`, [tid]);
     // Before the control plane starts: it reads quotas once at start.
     await owner.query(
       `INSERT INTO quotas (tenant_id, hardware, guaranteed, "limit") VALUES ($1, 'CPU', 64, 64)
        ON CONFLICT (tenant_id, hardware) DO UPDATE SET guaranteed = 64, "limit" = 64`, [tid],
     );
-    tenancy.forgetTenantProfile(tid);
     const ownerPrincipal = await tenancy.authenticate(signedUp.token);
     const { secret: apiKey } = await tenancy.createApiKey({ principal: ownerPrincipal }, { name: 'dispatch-bench', scopes: ['PREDICT', 'READ'] });
     const principal: Principal = await tenancy.authenticate(apiKey);

@@ -13,8 +13,9 @@ import { appDatabaseUrl, jwtKeys, loadEnv, type Env } from '../src/config/env';
 import { prepareDatabase } from '../src/platform/db/prepare';
 import { startServer, type RunningServer } from '../src/server';
 import { PLAN_LIMITS } from '../src/modules/tenancy/plans';
-import { percentile, round, type Bench } from './harness';
+import { percentile, round, type Bench, numFlag } from './harness';
 import { runLoad, type Expect, type LoadResult } from './load';
+import { signUpBenchTenant } from './tenant';
 
 /**
  * `npm run bench -- gateway [--concurrency 16] [--seconds 5] [--warmup 1] [--rounds 1] [--pool 10] [--real-limits]`
@@ -48,14 +49,6 @@ const APP_NAME_FULL = 'nimbus-api'; // what createApp names its pool's connectio
 const APP_NAME_BARE = 'nimbus-bench-bare';
 const BENCH_DATABASE_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/nimbus_bench';
 
-function numFlag(args: string[], name: string, fallback: number): number {
-  const i = args.indexOf(`--${name}`);
-  const raw = i >= 0 ? args[i + 1] : args.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
-  if (raw === undefined) return fallback;
-  const n = Number(raw);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number, got "${raw}"`);
-  return n;
-}
 
 // ---- the bare baseline -----------------------------------------------------------------------
 
@@ -328,13 +321,9 @@ const gateway: Bench = async (args) => {
 
     // A fresh tenant per run, on ENTERPRISE so rate limits stay out of the way.
     const tenancy = app.services.tenancy;
-    const signedUp = await tenancy.signUp({
-      email: `bench-${randomBytes(6).toString('hex')}@example.test`, password: 'bench password 0123', tenantName: 'Gateway Bench',
-    });
+    const signedUp = await signUpBenchTenant(tenancy, owner, 'Gateway Bench');
     tenantId = signedUp.tenant.id;
     userId = signedUp.user.id;
-    await owner.query(`UPDATE tenants SET plan = 'ENTERPRISE' WHERE id = $1`, [tenantId]);
-    tenancy.forgetTenantProfile(tenantId);
     const principal = await tenancy.authenticate(signedUp.token);
     const { secret: apiKey } = await tenancy.createApiKey({ principal }, { name: 'gateway-bench', scopes: ['READ'] });
 

@@ -40,3 +40,25 @@ export function writeResult(result: BenchResult, dir = join(process.cwd(), 'benc
   writeFileSync(file, JSON.stringify({ ...result, at: new Date().toISOString() }, null, 2));
   return file;
 }
+
+/** `--name value` or `--name=value`. */
+export function flag(args: string[], name: string): string | undefined {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+}
+
+/** A positive number flag; anything else is a usage error naming the flag. */
+export function numFlag(args: string[], name: string, fallback: number): number {
+  const raw = flag(args, name);
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number, got "${raw}"`);
+  return n;
+}
+
+/** A positive whole-number flag (counts, sizes). */
+export function intFlag(args: string[], name: string, fallback: number): number {
+  const n = numFlag(args, name, fallback);
+  if (!Number.isInteger(n)) throw new Error(`--${name} must be a positive integer, got "${flag(args, name)}"`);
+  return n;
+}

@@ -12,7 +12,7 @@ import type { NodeEvent } from '../src/platform/queue/messages';
 import { startFakeStripe } from '../src/modules/billing/fake-stripe';
 import { METERS } from '../src/modules/billing/price-book';
 import { startControlPlane } from '../src/modules/compute/control-plane/control-plane';
-import { round, type Bench, type BenchResult } from './harness';
+import { flag, intFlag, numFlag, round, type Bench, type BenchResult } from './harness';
 
 /**
  * `npm run bench -- metering [--rows 50000] [--batch 200] [--rates 100,1000] [--send-seconds 15]`
@@ -40,10 +40,6 @@ import { round, type Bench, type BenchResult } from './harness';
 
 const BENCH_DATABASE_URL = process.env.BENCH_METERING_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/nimbus_bench_metering';
 
-function flag(args: string[], name: string, fallback: string): string {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : args.find((a) => a.startsWith(`--${name}=`))?.split('=')[1] ?? fallback;
-}
 
 async function freshDatabase(url: string): Promise<void> {
   const admin = new URL(url);
@@ -150,11 +146,11 @@ async function runOnce(rate: number, rows: number, batch: number, minutes: numbe
 }
 
 const bench: Bench = async (args) => {
-  const rows = Number(flag(args, 'rows', '50000'));
-  const batch = Number(flag(args, 'batch', '200'));
-  const sendSeconds = Number(flag(args, 'send-seconds', '15'));
+  const rows = intFlag(args, 'rows', 50000);
+  const batch = intFlag(args, 'batch', 200);
+  const sendSeconds = numFlag(args, 'send-seconds', 15);
   const configured = Number(process.env.STRIPE_METER_EVENTS_PER_SECOND ?? 100);
-  const rates = flag(args, 'rates', `${configured},1000`).split(',').map(Number).filter((r, i, all) => r > 0 && all.indexOf(r) === i);
+  const rates = (flag(args, 'rates') ?? `${configured},1000`).split(',').map(Number).filter((r, i, all) => r > 0 && all.indexOf(r) === i);
   const results: RunResult[] = [];
   for (const rate of rates) {
     const minutes = Math.ceil((rate * sendSeconds) / 12);

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { getService, prepareInput } from '../src/modules/services/catalog';
-import { percentile, printTable, round, type Bench } from './harness';
+import { percentile, printTable, round, type Bench, flag, numFlag } from './harness';
 // Types only: the heavy modules are required inside the bench, because the client worker thread loads this file too.
 import type * as AppModule from '../src/app';
 import type * as ConfigModule from '../src/config/env';
@@ -18,6 +18,7 @@ import type * as LoggerModule from '../src/platform/logger';
 import type * as ControlPlaneModule from '../src/modules/compute/control-plane/control-plane';
 import type * as RuntimesModule from '../workers/node-agent/runtimes';
 import type * as PgModule from 'pg';
+import { signUpBenchTenant } from './tenant';
 
 /**
  * `npm run bench -- services [--calls N] [--devices 2] [--only id,id] [--concurrency 1,8]`
@@ -260,17 +261,6 @@ async function runDirect(host: RuntimesModule.RuntimeHost, service: string, inpu
 
 // ---- helpers -----------------------------------------------------------------------------------
 
-function flag(args: string[], name: string): string | undefined {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
-}
-function numFlag(args: string[], name: string, fallback: number): number {
-  const raw = flag(args, name);
-  if (raw === undefined) return fallback;
-  const n = Number(raw);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number, got "${raw}"`);
-  return n;
-}
 
 const median = (xs: number[]) => percentile([...xs].sort((a, b) => a - b), 50);
 const p = (xs: number[], q: number) => round(percentile([...xs].sort((a, b) => a - b), q), 2);
@@ -432,14 +422,10 @@ const services: Bench = async (args) => {
 
     // A fresh ENTERPRISE tenant with a CPU quota of every slot of the node, and a PREDICT key.
     const tenancy = app.services.tenancy;
-    const signedUp = await tenancy.signUp({
-      email: `bench-${randomBytes(6).toString('hex')}@example.test`, password: 'bench password 0123', tenantName: 'Services Bench',
-    });
+    const signedUp = await signUpBenchTenant(tenancy, owner, 'Services Bench');
     tenantId = signedUp.tenant.id;
     userId = signedUp.user.id;
-    await owner.query(`UPDATE tenants SET plan = 'ENTERPRISE' WHERE id = $1`, [tenantId]);
     await owner.query(`INSERT INTO quotas (tenant_id, hardware, guaranteed, "limit") VALUES ($1, 'CPU', $2, 64)`, [tenantId, devices]);
-    tenancy.forgetTenantProfile(tenantId);
     const principal = await tenancy.authenticate(signedUp.token);
     const { secret: apiKey } = await tenancy.createApiKey({ principal }, { name: 'services-bench', scopes: ['PREDICT', 'READ'] });
 

@@ -17,7 +17,7 @@ import { defaultHyperparameters, type Hyperparameters, type Task, type TrialSpec
 import { loadArtifact, type ModelArtifact } from '../workers/node-agent/runtimes/training/artifact';
 import { setArtifactStore } from '../workers/node-agent/runtimes/training/store';
 import { runTrial } from '../workers/node-agent/runtimes/training/trial';
-import { latencyStats, round, type Bench } from './harness';
+import { latencyStats, round, type Bench, intFlag } from './harness';
 
 /**
  * `npm run bench -- training [--rows 100000] [--predictions 300]`
@@ -57,14 +57,6 @@ const PLAN: Array<{ task: Task; algorithm: string; hp: Hyperparameters; note?: s
 ];
 const FEATURES = ['x1', 'x2', 'x3', 'x4', 'x5', 'x6', 'region', 'tier', 'member', 'visits'];
 
-function numFlag(args: string[], name: string, fallback: number): number {
-  const i = args.indexOf(`--${name}`);
-  const raw = i >= 0 ? args[i + 1] : args.find((a) => a.startsWith(`--${name}=`))?.split('=')[1];
-  if (raw === undefined) return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`--${name} must be a positive integer, got "${raw}"`);
-  return n;
-}
 
 /** A table with signal in numeric, categorical and interaction terms. */
 function generate(n: number, seed = 1): string {
@@ -96,8 +88,10 @@ const GQL = {
 };
 
 const bench: Bench = async (args) => {
-  const rowsN = numFlag(args, 'rows', 100_000);
-  const predictions = numFlag(args, 'predictions', 300);
+  const rowsN = intFlag(args, 'rows', 100_000);
+  const predictions = intFlag(args, 'predictions', 300);
+  // The deployed model trains on the first 5,000 rows; predictions use rows from 6,000 on.
+  if (rowsN < 6000 + predictions) throw new Error(`--rows must be at least 6000 + --predictions (${6000 + predictions})`);
   const dataDir = mkdtempSync(join(tmpdir(), 'nimbus-bench-training-'));
   const store = new LocalArtifactStore(join(dataDir, 'artifacts'));
   setArtifactStore(store);
