@@ -13,7 +13,6 @@ export interface JobUpdate {
  */
 export class JobUpdateBus {
   private readonly listeners = new Map<string, Set<(u: JobUpdate) => void>>();
-  private ready: Promise<unknown> | null = null;
 
   constructor(private readonly subscriber: Redis, private readonly channel: string) {}
 
@@ -22,8 +21,7 @@ export class JobUpdateBus {
       const u = JSON.parse(raw) as JobUpdate;
       for (const fn of this.listeners.get(u.jobId) ?? []) fn(u);
     });
-    this.ready = this.subscriber.subscribe(this.channel);
-    return this.ready;
+    return this.subscriber.subscribe(this.channel);
   }
 
   on(jobId: string, fn: (u: JobUpdate) => void): () => void {

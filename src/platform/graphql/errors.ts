@@ -37,5 +37,3 @@ function strip(ext: Record<string, unknown> | undefined) {
   const { stacktrace: _s, http: _h, ...rest } = ext ?? {};
   return rest;
 }
-
-export const toGraphQLError = (err: AppError): GraphQLError => err.toGraphQLError();

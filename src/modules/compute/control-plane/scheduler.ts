@@ -110,16 +110,8 @@ export class Scheduler {
     return this.admitter.isPending(jobId) || this.activeAttempt.has(jobId);
   }
 
-  knownPending(): boolean {
-    return this.admitter.pendingCount().length > 0;
-  }
-
   usage() {
     return this.admitter.snapshotUsage();
-  }
-
-  pendingByTenant() {
-    return this.admitter.pendingCount();
   }
 
   /** Re-sends an attempt's dispatch (same BullMQ job id, so a message still queued is not doubled). */
