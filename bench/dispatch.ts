@@ -918,38 +918,6 @@ const dispatch: Bench = async (args) => {
     })();
     const clocksAfter = await clockOffsets();
 
-    // The control plane's "relaxed" writes (admission, RUNNING) run as BEGIN; SET LOCAL
-    // synchronous_commit = off; statement; COMMIT. What do the extra round trips cost against one
-    // autocommitted statement on a session that already has synchronous_commit = off?
-    const relaxedCost = await (async () => {
-      const ctx = require('../src/modules/compute/control-plane/context') as Record<string, unknown>;
-      const relaxed = ctx.relaxedQuery as ((db: unknown, sql: string, params: unknown[]) => Promise<unknown>) | undefined;
-      if (typeof relaxed !== 'function') return { note: 'no relaxedQuery in this version of context.ts' };
-      const session = new Client({ connectionString: env.DATABASE_URL, options: '-c synchronous_commit=off', application_name: 'nimbus-bench-relaxed' });
-      await session.connect();
-      try {
-        // A real write, the same row each time: the bench node's heartbeat column.
-        const sql = 'UPDATE nodes SET last_heartbeat_at = now() WHERE id = $1';
-        const time = async (fn: () => Promise<unknown>, n: number) => {
-          for (let i = 0; i < 20; i++) await fn();
-          const xs: number[] = [];
-          for (let i = 0; i < n; i++) {
-            const t = hr();
-            await fn();
-            xs.push(hr() - t);
-          }
-          return { p50: median(xs), p99: p99(xs) };
-        };
-        return {
-          relaxedQueryTransactionMs: await time(() => relaxed(controlPlane.cx.db, sql, [nodeName]), 300),
-          oneStatementOnSynchronousCommitOffSessionMs: await time(() => session.query(sql, [nodeName]), 300),
-          synchronousAutocommitMs: await time(() => owner.query(sql, [nodeName]), 300),
-        };
-      } finally {
-        await session.end();
-      }
-    })();
-
     // ---- report ------------------------------------------------------------------------------------------
     const latRow = (target: string, l: { e2s: number[]; roundTrip: number[]; errors: Record<string, number>; cpu: ReturnType<typeof cpuPerJob> }, n: number) => {
       const s = stats(l.e2s);
@@ -1037,29 +1005,12 @@ const dispatch: Bench = async (args) => {
         halfOfRawNeedsCpuMsPerJobAtMost: round((availableParallelism() * 1000) / (rawB.jobsPerSec / 2), 2),
       };
     })();
-    const fmtPct = (x: number) => `${Math.round(x * 100)}%`;
-    const rb = svcB.counters.batches;
-    const rc = relaxedCost as { relaxedQueryTransactionMs?: { p50: number }; oneStatementOnSynchronousCommitOffSessionMs?: { p50: number } };
     const suggestions = [
-      `src/modules/compute/control-plane/context.ts relaxedQuery(): every relaxed write is BEGIN; SET LOCAL synchronous_commit = off; statement; COMMIT — `
-        + `${rc.relaxedQueryTransactionMs?.p50 ?? '?'} ms p50 against ${rc.oneStatementOnSynchronousCommitOffSessionMs?.p50 ?? '?'} ms for one autocommitted statement `
-        + 'on a session opened with synchronous_commit=off (measured on the idle system after the runs; under load each extra round trip costs more). Give the control plane a second small DataSource for recoverable writes with '
-        + "`extra: { options: '-c synchronous_commit=off' }` (or set it with ALTER ROLE for a dedicated role) and run scheduler.applyAdmissions and Recorder.started as "
-        + `plain statements on it. Both sit on the critical path: the recorder spends ${fmtPct(diag.recorderShareOnStartedEvents)} of its time in started() `
-        + `(${round(rb.startedMs / (rb.startedCalls || 1), 2)} ms per batch) and the admission loop is busy ${fmtPct(diag.admissionBusyFraction)} of the burst.`,
-      `src/modules/compute/control-plane/recorder.ts handleBatch(): for short jobs a batch usually holds both the start and the end of an attempt `
-        + `(${round(rb.events / (rb.count || 1), 1)} events per batch here). Skip the RUNNING update for attempts whose end is in the same batch and set `
-        + 'started_at = COALESCE(j.started_at, to_timestamp(e.started / 1000.0)), node_id = e.node in the ended UPDATE (allow status ADMITTED there, as it already does), '
-        + 'still announcing STARTED for them; that removes one of the two control-plane writes per job under load.',
-      `src/modules/compute/control-plane/scheduler.ts / admission.ts: the admitter sees the node's ${devices} slots full ${fmtPct(diag.nodeSlotsFullFraction)} of the time, `
-        + `yet each slot turns over only every ≈ ${diag.slotCycleMs} ms for a 0 ms job: a device comes back only after the recorder commits the end, then needs `
-        + 'a decide round, the UPDATE … ADMITTED and addBulk before the node can pull again, while a raw BullMQ worker pulls its next job at once. Let a node hold a '
-        + 'small backlog of admitted attempts beyond its free devices (dispatch-ahead, e.g. up to `devices` extra, counted against quota and never borrowed), '
-        + 'so the node never idles on the control plane\'s round trip.',
-      `Target: Nimbus spends ≈ ${diag.cpuMsPerJob.nimbus} ms CPU per job (API + control plane process, node agent, Postgres, Redis) against ≈ ${diag.cpuMsPerJob.raw} ms for raw BullMQ; `
-        + `on ${availableParallelism()} cores that alone caps it near ${diag.cpuBoundJobsPerSec.nimbus} jobs/s, while half of raw BullMQ needs ≤ ${diag.halfOfRawNeedsCpuMsPerJobAtMost} ms per job. `
-        + 'With a durable insert, an admission, a start and a durable end (ledger) in Postgres per job, the ≥ 0.5× raw BullMQ target is not reachable by tuning; '
-        + 'the changes above move jobs/s toward the CPU bound. Consider an absolute jobs/s target per core, or a baseline that also commits each job to Postgres.',
+      `CPU: Nimbus spends ≈ ${diag.cpuMsPerJob.nimbus} ms per job (API + control plane process, node agent, Postgres, Redis) against ≈ ${diag.cpuMsPerJob.raw} ms `
+        + `for raw BullMQ; on ${availableParallelism()} cores that alone caps it near ${diag.cpuBoundJobsPerSec.nimbus} jobs/s, and half of raw BullMQ needs `
+        + `≤ ${diag.halfOfRawNeedsCpuMsPerJobAtMost} ms per job.`,
+      `Pipeline: the node's ${devices} slots are full ${Math.round(diag.nodeSlotsFullFraction * 100)}% of the burst (each turns over every ≈ ${diag.slotCycleMs} ms); `
+        + `the recorder is busy ${Math.round(diag.recorderBusyFraction * 100)}% and the admission loop ${Math.round(diag.admissionBusyFraction * 100)}%.`,
     ];
 
     return {
@@ -1082,7 +1033,7 @@ const dispatch: Bench = async (args) => {
           service: targets(svcLat, svcB),
           ...(gqlLat && gqlB ? { graphql: targets(gqlLat, gqlB) } : {}),
         },
-        throughputDiagnosis: { ...diag, relaxedWriteCost: relaxedCost },
+        throughputDiagnosis: diag,
         suggestions,
         breakdownMs: breakdown,
         latencyTail: tailAnalysis,

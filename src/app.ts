@@ -42,7 +42,8 @@ export async function createApp(env: Env, opts: { log?: Logger; metrics?: Metric
   const dataSource = createDataSource({ url: appDatabaseUrl(env), poolSize: env.DB_POOL_SIZE, applicationName: 'nimbus-api' });
   await dataSource.initialize();
   const db = new Database(dataSource);
-  const redis = new Redis(env.REDIS_URL, { maxRetriesPerRequest: 3, connectionName: `${env.REDIS_PREFIX}:api` });
+  // Auto-pipelining: commands issued in the same tick share one write (rate limits, wake-ups, reads).
+  const redis = new Redis(env.REDIS_URL, { maxRetriesPerRequest: 3, enableAutoPipelining: true, connectionName: `${env.REDIS_PREFIX}:api` });
   const subscriber = new Redis(env.REDIS_URL, { maxRetriesPerRequest: null, connectionName: `${env.REDIS_PREFIX}:api-sub` });
   const k = keys(env.REDIS_PREFIX);
   const bus = new JobUpdateBus(subscriber, k.jobUpdates);

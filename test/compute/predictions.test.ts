@@ -85,6 +85,40 @@ describe('predict with system.echo', () => {
     expect(other.data.predict.id).not.toBe(first.data.predict.id);
   });
 
+  it('answers a short job from its completion: the response is what a read gives afterwards, start time included', async () => {
+    const res = await gql(PREDICT, echo({ message: 'quick' }, { wait: 10 }), a);
+    expect(res.errors).toBeUndefined();
+    const p = res.data.predict;
+    expect(p).toMatchObject({ status: 'SUCCEEDED', output: { message: 'quick' }, attempt: 1 });
+    // Started and ended in one write (its start event is held back for short jobs), yet both are recorded.
+    expect(p.startedAt).not.toBeNull();
+    expect(Date.parse(p.completedAt)).toBeGreaterThanOrEqual(Date.parse(p.startedAt));
+    expect(Date.parse(p.startedAt)).toBeGreaterThanOrEqual(Date.parse(p.createdAt) - 5);
+    const read = (await gql(PREDICTION, { id: p.id }, a)).data.prediction;
+    expect(read).toMatchObject({ status: p.status, output: p.output, attempt: p.attempt, startedAt: p.startedAt, usage: p.usage, node: p.node });
+    expect(p.usage.seconds).toBeGreaterThan(0);
+    expect((await ledger(p.id)).map((r) => r.ms)).toEqual([Math.round(p.usage.seconds * 1000)]);
+  });
+
+  it('concurrent requests with one idempotency key make one job, beside other jobs inserted with them', async () => {
+    const key = `burst-${Date.now()}`;
+    const same = Array.from({ length: 8 }, (_, i) => gql(PREDICT, echo({ message: i }, { wait: 10, idempotencyKey: key }), a));
+    const others = Array.from({ length: 8 }, (_, i) => gql(PREDICT, echo({ message: `other-${i}` }, { wait: 10 }), a));
+    // The same key for a different service, in the same batch: refused, and only that request.
+    const clash = gql(PREDICT, { input: { service: 'language.detect-language', input: { text: 'Guten Morgen, wie geht es dir heute?' }, idempotencyKey: key } }, a);
+    const [sameRes, otherRes, clashRes] = await Promise.all([Promise.all(same), Promise.all(others), clash]);
+    const ids = new Set(sameRes.map((r) => r.data.predict.id));
+    expect(ids.size).toBe(1);
+    expect(sameRes.every((r) => r.data.predict.status === 'SUCCEEDED')).toBe(true);
+    const { rows } = await owner.query('SELECT count(*)::int AS n FROM jobs WHERE idempotency_key = $1', [key]);
+    expect(rows[0].n).toBe(1);
+    expect(otherRes.map((r) => r.data.predict.output)).toEqual(others.map((_, i) => ({ message: `other-${i}` })));
+    expect(new Set(otherRes.map((r) => r.data.predict.id)).size).toBe(8);
+    const clashCode = clashRes.errors?.[0]?.extensions?.code;
+    // Whichever of the same-key requests won, a different service under that key is a CONFLICT.
+    expect(clashCode).toBe('CONFLICT');
+  });
+
   it('cancels a running job within a couple of seconds; the node stops it and the time so far is billed once', async () => {
     const res = await gql(PREDICT, echo({ sleepMs: 30_000 }, { wait: 0 }), a);
     const id = res.data.predict.id;
@@ -223,5 +257,15 @@ describe('webhooks', () => {
     await waitFor(async () => (await owner.query('SELECT 1 FROM webhook_deliveries WHERE job_id = $1 AND delivered', [p.id])).rowCount === 1, 5000, 'delivery record');
     const { rows } = await owner.query('SELECT attempt, status_code, delivered FROM webhook_deliveries WHERE job_id = $1 ORDER BY attempt', [p.id]);
     expect(rows).toEqual([{ attempt: 1, status_code: 500, delivered: false }, { attempt: 2, status_code: 204, delivered: true }]);
+  });
+
+  it('sends the STARTED event of a job that ended before its start was recorded, before the terminal one', async () => {
+    received.length = 0;
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+    const p = (await gql(PREDICT, echo({ message: 'fast' }, { wait: 10, webhookUrl: url, webhookEvents: ['STARTED'] }), a)).data.predict;
+    expect(p.status).toBe('SUCCEEDED');
+    await waitFor(() => received.length >= 2, 10_000, 'two webhooks');
+    const types = received.map((r) => JSON.parse(r.body)).filter((e) => e.data.id === p.id).map((e) => e.type).sort();
+    expect(types).toEqual(['prediction.started', 'prediction.succeeded']);
   });
 });

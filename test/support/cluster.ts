@@ -27,8 +27,11 @@ export async function startCluster(opts: {
   agents?: Array<{ name: string; devices?: number }>;
   settings?: Partial<ControlPlaneSettings>;
   apiOverrides?: Record<string, string>;
+  /** A Redis other than the shared one (e.g. a private server a test restarts), for the API, control plane and agents. */
+  redisUrl?: string;
 } = {}): Promise<TestCluster> {
-  const api = await startTestApi(opts.apiOverrides);
+  const redisOverride: Record<string, string> = opts.redisUrl ? { REDIS_URL: opts.redisUrl } : {};
+  const api = await startTestApi({ ...opts.apiOverrides, ...redisOverride });
   const cp = await startControlPlane(api.env, {
     log: createLogger(process.env.TEST_CP_LOG ?? 'silent'), metrics: api.app.metrics, settings: { ...FAST_SETTINGS, ...opts.settings, webhookAllowPrivate: true },
   });
@@ -38,7 +41,7 @@ export async function startCluster(opts: {
     api, cp, agents,
     async startAgent(name, devices = 1) {
       const child = spawn(process.execPath, [AGENT_MAIN, '--name', name, '--hardware', 'CPU', '--devices', String(devices)], {
-        env: await childEnv(), stdio: ['ignore', 'ignore', 'inherit'],
+        env: await childEnv(redisOverride), stdio: ['ignore', 'ignore', 'inherit'],
       });
       agents.set(name, child);
       await waitFor(() => cp.monitor.nodeInfo(name) !== null, 20_000, `node ${name} to register`);

@@ -17,6 +17,12 @@ export interface AgentOptions {
 }
 
 const PROGRESS_MIN_INTERVAL_MS = 200;
+/**
+ * A job's `started` event is sent only once it has run this long (or reports progress): most
+ * predictions end sooner, and their `ended` event, which carries the start time, then records both
+ * in one write. Start times stay exact; only RUNNING shows up this much later.
+ */
+const STARTED_EVENT_DELAY_MS = 100;
 const EVENTS_MAXLEN = 100_000;
 
 interface Running {
@@ -39,12 +45,15 @@ export class NodeAgent {
   private readonly startedAt = Date.now();
 
   constructor(private readonly opts: AgentOptions) {
-    const conn = (n: string) => {
-      const r = new Redis(opts.redisUrl, { maxRetriesPerRequest: null, connectionName: `${opts.prefix}:node:${opts.name}:${n}` });
+    const conn = (n: string, autoPipelining = false) => {
+      const r = new Redis(opts.redisUrl, {
+        maxRetriesPerRequest: null, enableAutoPipelining: autoPipelining, connectionName: `${opts.prefix}:node:${opts.name}:${n}`,
+      });
       r.on('error', () => undefined);
       return r;
     };
-    this.redis = conn('main');
+    // Events of jobs ending in the same tick share one write.
+    this.redis = conn('main', true);
     this.subscriber = conn('sub');
     this.k = keys(opts.prefix);
   }
@@ -55,7 +64,7 @@ export class NodeAgent {
     await this.subscriber.subscribe(this.k.cancel);
     this.subscriber.on('message', (_ch, msg) => this.onCancel(msg));
     this.worker = new Worker<DispatchPayload>(this.k.nodeQueue(this.opts.name), (job) => this.process(job), {
-      connection: this.redis.duplicate({ connectionName: `${this.opts.prefix}:node:${this.opts.name}:worker` }),
+      connection: this.redis.duplicate({ enableAutoPipelining: false, connectionName: `${this.opts.prefix}:node:${this.opts.name}:worker` }),
       prefix: bullPrefix(this.opts.prefix),
       // Every job holds at least one device, so there are never more jobs than devices.
       concurrency: this.opts.devices,
@@ -116,10 +125,19 @@ export class NodeAgent {
     this.running.set(d.jobId, { controller, attempt: d.attempt });
     const startedAt = Date.now();
     const t0 = performance.now();
-    await this.emit({ type: 'started', ...base, at: startedAt });
+    // Events go out on one connection, so `started` always precedes this attempt's progress and end.
+    let startSent = false;
+    const sendStart = () => {
+      if (startSent) return;
+      startSent = true;
+      clearTimeout(startTimer);
+      void this.emit({ type: 'started', ...base, at: startedAt });
+    };
+    const startTimer = setTimeout(sendStart, STARTED_EVENT_DELAY_MS);
     let lastProgress = 0;
     let pendingLogs: string[] = [];
     const flush = (progress?: number) => {
+      sendStart();
       const logs = pendingLogs;
       pendingLogs = [];
       lastProgress = Date.now();
@@ -136,16 +154,19 @@ export class NodeAgent {
           if (Date.now() - lastProgress >= PROGRESS_MIN_INTERVAL_MS) flush();
         },
       });
+      clearTimeout(startTimer);
       if (pendingLogs.length) flush();
       await ended('SUCCEEDED', startedAt, { output: result.output, metrics: { ...result.metrics } as Record<string, number>, durationMs: performance.now() - t0 });
     } catch (err) {
       const e = err as Error & { code?: string };
+      clearTimeout(startTimer);
       if (pendingLogs.length) flush();
       const canceledNow = controller.signal.aborted || e.code === 'CANCELED';
       await ended(canceledNow ? 'CANCELED' : 'FAILED', startedAt, {
         error: { code: canceledNow ? 'CANCELED' : (e.code ?? 'JOB_FAILED'), message: e.message }, durationMs: performance.now() - t0,
       });
     } finally {
+      clearTimeout(startTimer);
       this.running.delete(d.jobId);
     }
   }

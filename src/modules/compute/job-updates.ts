@@ -5,6 +5,11 @@ export interface JobUpdate {
   tenantId?: string;
   status: string;
   progress?: number;
+  /**
+   * The job's view row as committed (VIEW_COLUMNS + billable_ms, see job-view.ts), when the control
+   * plane had it at hand and it is small: a waiting request answers from it without reading Postgres.
+   */
+  row?: Record<string, unknown>;
 }
 
 /**
@@ -34,19 +39,20 @@ export class JobUpdateBus {
     };
   }
 
-  /** Resolves at the first update matching `until` or after `ms`; register before acting to avoid a race. */
-  waiter(jobId: string, until: (u: JobUpdate) => boolean): { promise(ms: number): Promise<void>; cancel(): void } {
-    let resolve!: () => void;
-    const done = new Promise<void>((r) => (resolve = r));
+  /** Resolves with the first update matching `until`, or null after `ms`; register before acting to avoid a race. */
+  waiter(jobId: string, until: (u: JobUpdate) => boolean): { promise(ms: number): Promise<JobUpdate | null>; cancel(): void } {
+    let resolve!: (u: JobUpdate) => void;
+    const done = new Promise<JobUpdate>((r) => (resolve = r));
     const off = this.on(jobId, (u) => {
-      if (until(u)) resolve();
+      if (until(u)) resolve(u);
     });
     return {
       promise: async (ms) => {
         let timer: NodeJS.Timeout | undefined;
-        await Promise.race([done, new Promise<void>((r) => (timer = setTimeout(r, ms)))]);
+        const u = await Promise.race([done, new Promise<null>((r) => (timer = setTimeout(() => r(null), ms)))]);
         clearTimeout(timer);
         off();
+        return u;
       },
       cancel: off,
     };

@@ -1,9 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import type { EntityManager } from 'typeorm';
 import { z } from 'zod';
 import type { Database } from '../../platform/db/database';
-import { AppError, ErrorCode, badInput, notFound } from '../../platform/errors';
+import { badInput, notFound } from '../../platform/errors';
 import { keysetWhere, paginate, type PageArgs } from '../../platform/pagination';
 import type { AdmissionMessage, keys } from '../../platform/queue/messages';
 import { parseInput } from '../../platform/validation';
@@ -11,25 +10,10 @@ import { requireScope, type Principal } from '../tenancy/principal';
 import { isUuid, type Caller } from '../tenancy/tenancy.service';
 import { TERMINAL, type Hardware, type JobKind, type JobStatus } from './compute.entities';
 import type { JobUpdateBus } from './job-updates';
+import { JobInserter } from './job-inserter';
+import { SELECT_VIEW, toView, type JobView } from './job-view';
 
-export interface JobView {
-  id: string;
-  kind: JobKind;
-  service: string;
-  status: JobStatus;
-  progress: number;
-  output: unknown;
-  error: { code: string; message: string } | null;
-  logs: string[];
-  attempt: number;
-  nodeId: string | null;
-  hardware: Hardware;
-  createdAt: Date;
-  startedAt: Date | null;
-  completedAt: Date | null;
-  usage: { seconds: number; hardware: Hardware };
-  metrics: Record<string, number>;
-}
+export type { JobView } from './job-view';
 
 /** What a job is to run: resolved from a service id or a deployment, with its input validated. */
 export interface ResolvedTarget {
@@ -83,7 +67,11 @@ export class JobsService {
     private readonly bus: JobUpdateBus,
     private readonly resolveTarget: TargetResolver,
     private readonly opts: { allowPlainHttpWebhooks: boolean },
-  ) {}
+  ) {
+    this.inserter = new JobInserter(db, redis, k);
+  }
+
+  private readonly inserter: JobInserter;
 
   async predict(caller: Caller, raw: unknown): Promise<JobView> {
     const p = requireScope(caller.principal, 'PREDICT');
@@ -104,17 +92,15 @@ export class JobsService {
     for (const guard of this.guards) await guard(tenantId, job);
     const id = randomUUID();
     const waiter = waitSeconds > 0 ? this.bus.waiter(id, (u) => TERMINAL.has(u.status as JobStatus)) : null;
-    const created = await this.db.tenant(tenantId, (m) => insertJob(m, id, tenantId, job));
-    if (created.id !== id) {
+    const created = await this.inserter.insert(tenantId, id, job);
+    if (!created.created) {
       // Same idempotency key: the earlier job, never a second one.
       waiter?.cancel();
       return this.waitAndRead(tenantId, created.id, waitSeconds);
     }
-    const msg: AdmissionMessage = { op: 'enqueue', id, tenantId, hardware: job.hardware, devices: job.devices, enqueuedAt: +created.createdAt };
-    await this.redis.xadd(this.k.admission, 'MAXLEN', '~', 100_000, '*', 'm', JSON.stringify(msg));
     if (!waiter) return toView({ ...created.row, billable_ms: 0 }); // as inserted: no second read
-    await waiter.promise(waitSeconds * 1000);
-    return this.read(tenantId, id);
+    const ended = await waiter.promise(waitSeconds * 1000);
+    return ended?.row ? toView(ended.row) : this.read(tenantId, id);
   }
 
   private async waitAndRead(tenantId: string, id: string, waitSeconds: number): Promise<JobView> {
@@ -125,7 +111,8 @@ export class JobsService {
         waiter.cancel();
         return now;
       }
-      await waiter.promise(waitSeconds * 1000);
+      const ended = await waiter.promise(waitSeconds * 1000);
+      if (ended?.row) return toView(ended.row);
     }
     return this.read(tenantId, id);
   }
@@ -200,45 +187,12 @@ export class JobsService {
     const first = await this.read(p.tenantId, id, kind);
     yield first;
     if (TERMINAL.has(first.status)) return;
-    for await (const _u of stream) {
-      const view = await this.read(p.tenantId, id, kind);
+    for await (const u of stream) {
+      const view = u.row ? toView(u.row) : await this.read(p.tenantId, id, kind);
       yield view;
       if (TERMINAL.has(view.status)) return;
     }
   }
-}
-
-// Every column but `input` (it can be a multi-megabyte image and no view shows it).
-const SELECT_VIEW = `SELECT j.id, j.kind, j.service, j.status, j.progress, j.output, j.error, j.logs, j.attempt, j.node_id, j.hardware,
-       j.created_at, j.started_at, j.completed_at, j.metrics, COALESCE((SELECT sum(u.billable_ms) FROM usage_ledger u WHERE u.job_id = j.id AND u.billable), 0)::bigint AS billable_ms FROM jobs j`;
-
-async function insertJob(m: EntityManager, id: string, tenantId: string, job: NewJob): Promise<{ id: string; createdAt: Date; row: Record<string, unknown> }> {
-  const rows: Array<{ id: string; created_at: Date }> = await m.query(
-    `INSERT INTO jobs (id, tenant_id, kind, service, parent_id, status, hardware, devices, input, idempotency_key,
-                       webhook_url, webhook_events, deadline_at, max_attempts)
-     VALUES ($1, $2, $3, $4, $5, 'QUEUED', $6, $7, $8::jsonb, $9, $10, $11, CASE WHEN $12::int IS NULL THEN NULL ELSE now() + make_interval(secs => $12::int) END, $13)
-     ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-     RETURNING *`,
-    [id, tenantId, job.kind, job.service, job.parentId ?? null, job.hardware, job.devices, JSON.stringify(job.input ?? null),
-      job.idempotencyKey ?? null, job.webhookUrl ?? null, job.webhookEvents ?? [], job.deadlineSeconds ?? null, job.maxAttempts ?? 3],
-  );
-  if (rows[0]) return { id: rows[0].id, createdAt: rows[0].created_at, row: rows[0] };
-  const [existing]: Array<{ id: string; created_at: Date; service: string }> = await m.query(
-    `SELECT id, created_at, service FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2`, [tenantId, job.idempotencyKey],
-  );
-  if (existing.service !== job.service) {
-    throw new AppError(ErrorCode.CONFLICT, 'This idempotency key was used for a different request', { field: 'input.idempotencyKey' });
-  }
-  return { id: existing.id, createdAt: existing.created_at, row: existing };
-}
-
-function toView(r: any): JobView {
-  return {
-    id: r.id, kind: r.kind, service: r.service, status: r.status, progress: r.progress, output: r.output,
-    error: r.error, logs: r.logs, attempt: r.attempt, nodeId: r.node_id, hardware: r.hardware, createdAt: r.created_at,
-    startedAt: r.started_at, completedAt: r.completed_at, metrics: r.metrics,
-    usage: { seconds: Number(r.billable_ms) / 1000, hardware: r.hardware },
-  };
 }
 
 /** GraphQL passes absent optional fields as undefined but explicit nulls as null: treat both as absent. */

@@ -7,6 +7,8 @@ export interface DataSourceOptions {
   url: string;
   poolSize?: number;
   applicationName?: string;
+  /** Postgres settings for every session of this pool (`-c name=value` startup options). */
+  sessionSettings?: Record<string, string>;
 }
 
 /** One DataSource per role: the owner (migrations, control plane) or the API's non-owner role. */
@@ -21,6 +23,9 @@ export function createDataSource(opts: DataSourceOptions): DataSource {
     logging: false,
     poolSize: opts.poolSize ?? 10,
     applicationName: opts.applicationName ?? 'nimbus',
+    ...(opts.sessionSettings
+      ? { extra: { options: Object.entries(opts.sessionSettings).map(([k, v]) => `-c ${k}=${v}`).join(' ') } }
+      : {}),
   });
 }
 

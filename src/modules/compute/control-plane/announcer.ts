@@ -7,7 +7,12 @@ export const ANNOUNCE_COLUMNS = 'id, tenant_id, kind, parent_id, service, status
 export interface AnnounceRow {
   id: string; tenant_id: string; kind: string; parent_id: string | null; service: string; status: string;
   webhook_url: string | null; webhook_events: string[]; hardware: string; progress: number;
+  /** The job's view as committed (job-view.ts), published with the update so waiters need not read it back. */
+  view?: Record<string, unknown>;
 }
+
+/** Views larger than this are not published (every API process receives every update): readers fetch them. */
+const MAX_PUBLISHED_VIEW_BYTES = 64 * 1024;
 
 /** Runs in the control plane after a job reaches a terminal state (e.g. a training orchestrator). */
 export type TerminalHook = (row: AnnounceRow) => Promise<void>;
@@ -28,12 +33,17 @@ export class Announcer {
     await this.announceMany([row], event);
   }
 
-  /** One pipelined round trip of PUBLISHes for the batch, then webhooks and hooks where they apply. */
-  async announceMany(rows: AnnounceRow[], event?: string): Promise<void> {
+  /**
+   * One pipelined round trip of PUBLISHes for the batch, then webhooks and hooks where they apply.
+   * `publish: false` runs only the webhooks (an event the job's next published update supersedes).
+   */
+  async announceMany(rows: AnnounceRow[], event?: string, opts: { publish?: boolean } = {}): Promise<void> {
     if (rows.length === 0) return;
-    const pipe = this.cx.redis.pipeline();
-    for (const r of rows) pipe.publish(this.cx.keys.jobUpdates, JSON.stringify({ jobId: r.id, tenantId: r.tenant_id, status: r.status, progress: r.progress }));
-    await pipe.exec();
+    if (opts.publish !== false) {
+      const pipe = this.cx.redis.pipeline();
+      for (const r of rows) pipe.publish(this.cx.keys.jobUpdates, updateMessage(r));
+      await pipe.exec();
+    }
     for (const r of rows) await this.afterPublish(r, event ?? r.status);
   }
 
@@ -51,4 +61,13 @@ export class Announcer {
     }
   }
 
+}
+
+function updateMessage(r: AnnounceRow): string {
+  const base = { jobId: r.id, tenantId: r.tenant_id, status: r.status, progress: r.progress };
+  if (r.view) {
+    const full = JSON.stringify({ ...base, row: r.view });
+    if (full.length <= MAX_PUBLISHED_VIEW_BYTES) return full;
+  }
+  return JSON.stringify(base);
 }

@@ -7,6 +7,12 @@ import type { ComputeMetrics } from '../compute.metrics';
 /** What the control plane's parts share: the owner connection (it works across tenants), Redis, keys. */
 export interface ControlPlaneContext {
   db: DataSource;
+  /**
+   * The same database on sessions with `synchronous_commit = off`: for single statements whose loss
+   * in a Postgres crash reconciliation repairs (admission, RUNNING, progress). They commit without
+   * waiting for the WAL flush and in one round trip. Never for ledger or billing writes.
+   */
+  relaxedDb: DataSource;
   redis: Redis;
   /** Creates a dedicated connection (blocking reads, subscriptions, BullMQ). */
   connect(name: string): Redis;
@@ -45,14 +51,7 @@ export const DEFAULT_SETTINGS: ControlPlaneSettings = {
   webhookBackoffMs: 1000,
 };
 
-/**
- * Runs one statement whose loss in a Postgres crash is repaired by reconciliation (admission,
- * RUNNING, progress): it commits without waiting for the WAL flush, saving a disk sync on the
- * dispatch path. Never for ledger or billing writes, which stay synchronous.
- */
-export function relaxedQuery<T = any>(db: DataSource, sql: string, params: unknown[]): Promise<T> {
-  return db.transaction(async (m) => {
-    await m.query('SET LOCAL synchronous_commit = off');
-    return m.query(sql, params) as Promise<T>;
-  });
+/** Runs one recoverable statement on the relaxed pool (see `ControlPlaneContext.relaxedDb`). */
+export function relaxedQuery<T = any>(cx: Pick<ControlPlaneContext, 'relaxedDb'>, sql: string, params: unknown[]): Promise<T> {
+  return cx.relaxedDb.query(sql, params) as Promise<T>;
 }

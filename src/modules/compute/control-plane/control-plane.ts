@@ -35,16 +35,21 @@ export async function startControlPlane(
   env: Env, opts: { log: Logger; metrics: Metrics; settings?: Partial<ControlPlaneSettings> },
 ): Promise<ControlPlane> {
   const db = createDataSource({ url: env.DATABASE_URL, poolSize: 5, applicationName: 'nimbus-control-plane' });
-  await db.initialize();
+  const relaxedDb = createDataSource({
+    url: env.DATABASE_URL, poolSize: 2, applicationName: 'nimbus-control-plane-relaxed', sessionSettings: { synchronous_commit: 'off' },
+  });
+  await Promise.all([db.initialize(), relaxedDb.initialize()]);
   const connections: Redis[] = [];
-  const connect = (name: string) => {
-    const r = new Redis(env.REDIS_URL, { maxRetriesPerRequest: null, connectionName: `${env.REDIS_PREFIX}:cp:${name}` });
+  const connect = (name: string, opts: { autoPipelining?: boolean } = {}) => {
+    const r = new Redis(env.REDIS_URL, {
+      maxRetriesPerRequest: null, enableAutoPipelining: opts.autoPipelining ?? false, connectionName: `${env.REDIS_PREFIX}:cp:${name}`,
+    });
     r.on('error', () => undefined); // reconnects on its own; failures surface in the loops that use it
     connections.push(r);
     return r;
   };
   const cx: ControlPlaneContext = {
-    db, redis: connect('main'), connect, keys: keys(env.REDIS_PREFIX), prefix: env.REDIS_PREFIX, log: opts.log,
+    db, relaxedDb, redis: connect('main', { autoPipelining: true }), connect, keys: keys(env.REDIS_PREFIX), prefix: env.REDIS_PREFIX, log: opts.log,
     metrics: new ComputeMetrics(opts.metrics.registry),
     settings: {
       ...DEFAULT_SETTINGS,
@@ -78,7 +83,7 @@ export async function startControlPlane(
       await scheduler.stop();
       await webhooks.stop();
       for (const c of connections) c.disconnect();
-      await db.destroy();
+      await Promise.all([db.destroy(), relaxedDb.destroy()]);
     },
   };
 }

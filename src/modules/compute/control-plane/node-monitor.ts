@@ -1,4 +1,4 @@
-import type { NodeInfo } from '../../../platform/queue/messages';
+import { HEARTBEAT_TTL_MS, type NodeInfo } from '../../../platform/queue/messages';
 import { ANNOUNCE_COLUMNS, type Announcer, type AnnounceRow } from './announcer';
 import type { ControlPlaneContext } from './context';
 import type { Scheduler } from './scheduler';
@@ -21,7 +21,7 @@ export class NodeMonitor {
 
   /** Reads the live nodes once (for the scheduler's initial state), then polls. */
   async start(): Promise<Array<{ id: string; hardware: 'CPU' | 'GPU'; totalDevices: number }>> {
-    const live = await this.liveNodes();
+    const { live } = await this.liveNodes();
     for (const info of live) {
       this.known.set(info.name, { info });
       await this.upsert(info);
@@ -48,7 +48,7 @@ export class NodeMonitor {
     if (this.busy) return;
     this.busy = true;
     try {
-      const live = await this.liveNodes();
+      const { live, registered } = await this.liveNodes();
       const liveNames = new Set(live.map((n) => n.name));
       for (const info of live) {
         const prev = this.known.get(info.name);
@@ -63,7 +63,13 @@ export class NodeMonitor {
           await this.cx.db.query(`UPDATE nodes SET last_heartbeat_at = now() WHERE id = $1`, [info.name]);
         }
       }
-      for (const name of [...this.known.keys()]) if (!liveNames.has(name)) await this.lost(name, 'heartbeat missed');
+      for (const [name, k] of [...this.known]) {
+        if (liveNames.has(name)) continue;
+        // Not even registered (Redis restarted empty, say) while its last beat is recent: the node
+        // will register again within a beat, so give it until its heartbeat would have lapsed.
+        if (!registered.has(name) && Date.now() - k.info.beatAt < HEARTBEAT_TTL_MS) continue;
+        await this.lost(name, 'heartbeat missed');
+      }
     } catch (err) {
       this.cx.log.warn({ err: (err as Error).message }, 'node monitor tick failed');
     } finally {
@@ -71,10 +77,10 @@ export class NodeMonitor {
     }
   }
 
-  private async liveNodes(): Promise<NodeInfo[]> {
+  private async liveNodes(): Promise<{ live: NodeInfo[]; registered: Set<string> }> {
     const { redis, keys } = this.cx;
     const names = await redis.smembers(keys.nodeSet);
-    if (names.length === 0) return [];
+    if (names.length === 0) return { live: [], registered: new Set() };
     const pipe = redis.pipeline();
     for (const n of names) pipe.get(keys.node(n)).exists(keys.heartbeat(n));
     const res = (await pipe.exec()) ?? [];
@@ -84,7 +90,7 @@ export class NodeMonitor {
       const alive = res[2 * i + 1]?.[1] === 1;
       if (info && alive) out.push(JSON.parse(info) as NodeInfo);
     });
-    return out;
+    return { live: out, registered: new Set(names) };
   }
 
   private async upsert(info: NodeInfo): Promise<void> {
@@ -119,6 +125,8 @@ export class NodeMonitor {
   async abandonAttempts(where: string, params: unknown[], code: string, message: string): Promise<AnnounceRow[]> {
     const rows = await this.cx.db.transaction(async (m) => {
       const n = params.length;
+      // Job rows first, in id order, as the recorder locks them: never ledger-then-job against job-then-ledger.
+      await m.query(`SELECT id FROM jobs WHERE ${where} AND status IN ('ADMITTED','RUNNING') ORDER BY id FOR UPDATE`, params);
       await m.query(
         `INSERT INTO usage_ledger (tenant_id, job_id, attempt, job_kind, service, hardware, devices, node_id, started_at, ended_at, billable_ms, billable, reason)
          SELECT tenant_id, id, attempt, kind, service, hardware, devices, node_id, started_at, now(),

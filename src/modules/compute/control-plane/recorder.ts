@@ -2,6 +2,7 @@ import type { NodeEvent } from '../../../platform/queue/messages';
 import { relaxedQuery, type ControlPlaneContext } from './context';
 import type { Scheduler } from './scheduler';
 import { ANNOUNCE_COLUMNS, type Announcer, type AnnounceRow } from './announcer';
+import { VIEW_COLUMNS } from '../job-view';
 
 const GROUP = 'control-plane';
 const MAX_LOG_LINES = 200;
@@ -79,17 +80,20 @@ export class Recorder {
    * Exposed for tests: feed events as if they came off the stream (e.g. a duplicate completion).
    * Per job, events keep their order: starts, then progress, then ends (a node emits them in that
    * order for one attempt, and a stale attempt's end is recognised by its number, not its position).
+   * A start whose end is in the same batch is not written on its own: the end's statement records
+   * both (short jobs then cost one write, not two).
    */
   async handleBatch(events: NodeEvent[]): Promise<void> {
-    const starts = events.filter((e): e is Extract<NodeEvent, { type: 'started' }> => e.type === 'started');
+    const ends = dedupe(events.filter((e): e is Extract<NodeEvent, { type: 'ended' }> => e.type === 'ended'));
+    const ending = new Set(ends.map((e) => `${e.jobId}:${e.attempt}`));
+    const starts = events.filter((e): e is Extract<NodeEvent, { type: 'started' }> => e.type === 'started' && !ending.has(`${e.jobId}:${e.attempt}`));
     if (starts.length) await this.started(dedupe(starts));
-    for (const e of events) if (e.type === 'progress') await this.progress(e);
-    const ends = events.filter((e): e is Extract<NodeEvent, { type: 'ended' }> => e.type === 'ended');
-    for (let i = 0; i < ends.length; i += 500) await this.ended(dedupe(ends.slice(i, i + 500)));
+    for (const e of events) if (e.type === 'progress' && !ending.has(`${e.jobId}:${e.attempt}`)) await this.progress(e);
+    for (let i = 0; i < ends.length; i += 500) await this.ended(ends.slice(i, i + 500));
   }
 
   private async started(starts: Array<Extract<NodeEvent, { type: 'started' }>>): Promise<void> {
-    const [rows]: [AnnounceRow[], number] = await relaxedQuery(this.cx.db,
+    const [rows]: [AnnounceRow[], number] = await relaxedQuery(this.cx,
       `UPDATE jobs j SET status = 'RUNNING', started_at = to_timestamp(e.at / 1000.0), node_id = e.node
          FROM unnest($1::uuid[], $2::int[], $3::float8[], $4::text[]) AS e(job_id, attempt, at, node)
         WHERE j.id = e.job_id AND j.attempt = e.attempt AND j.status = 'ADMITTED'
@@ -100,7 +104,7 @@ export class Recorder {
   }
 
   private async progress(e: Extract<NodeEvent, { type: 'progress' }>): Promise<void> {
-    const [rows]: [AnnounceRow[], number] = await relaxedQuery(this.cx.db,
+    const [rows]: [AnnounceRow[], number] = await relaxedQuery(this.cx,
       `UPDATE jobs SET progress = COALESCE($3, progress),
               logs = (SELECT COALESCE(array_agg(l ORDER BY n), '{}') FROM (
                 SELECT l, n FROM unnest(logs || $4::text[]) WITH ORDINALITY AS t(l, n) ORDER BY n DESC LIMIT ${MAX_LOG_LINES}) s)
@@ -112,43 +116,70 @@ export class Recorder {
   }
 
   /**
-   * Ends of attempts, in one transaction: one ledger row per (job, attempt) and the job's terminal
-   * state. An attempt that is no longer the job's current one (preempted, given up as lost) is
-   * recorded but not billed, and its result is discarded.
+   * Ends of attempts, in one durable statement: one ledger row per (job, attempt) and the job's
+   * terminal state commit together or not at all. An attempt that is no longer the job's current
+   * one (preempted, given up as lost) is recorded but not billed, and its result is discarded.
+   * The devices are given back to the admitter first: the node has finished with them whether or
+   * not this write has committed yet.
    */
   private async ended(ends: Array<Extract<NodeEvent, { type: 'ended' }>>): Promise<void> {
-    const col = <T>(f: (e: (typeof ends)[number]) => T) => ends.map(f);
-    const updated = await this.cx.db.transaction(async (m) => {
-      const started = ends.filter((e) => e.startedAt !== null);
-      if (started.length) {
-        await m.query(
-          `INSERT INTO usage_ledger (tenant_id, job_id, attempt, job_kind, service, hardware, devices, node_id, started_at, ended_at, billable_ms, billable, reason)
-           SELECT j.tenant_id, j.id, e.attempt, j.kind, j.service, j.hardware, e.devices, e.node, to_timestamp(e.started / 1000.0), to_timestamp(e.ended / 1000.0),
-                  e.ms, (j.attempt = e.attempt AND j.status <> 'QUEUED'), CASE WHEN j.attempt = e.attempt AND j.status <> 'QUEUED' THEN NULL ELSE 'STALE_ATTEMPT' END
-             FROM unnest($1::uuid[], $2::int[], $3::int[], $4::text[], $5::float8[], $6::float8[], $7::bigint[]) AS e(job_id, attempt, devices, node, started, ended, ms)
-             JOIN jobs j ON j.id = e.job_id
-           ON CONFLICT (job_id, attempt) DO NOTHING`,
-          [started.map((e) => e.jobId), started.map((e) => e.attempt), started.map((e) => e.devices), started.map((e) => e.node),
-            started.map((e) => e.startedAt), started.map((e) => e.endedAt), started.map(billableMs)],
-        );
-      }
-      const [rows]: [AnnounceRow[], number] = await m.query(
-        `UPDATE jobs j SET status = e.status, output = e.output, error = e.error, completed_at = to_timestamp(e.ended / 1000.0),
-                progress = CASE WHEN e.status = 'SUCCEEDED' THEN 1 ELSE j.progress END, metrics = j.metrics || e.metrics,
-                data_expires_at = now() + make_interval(secs => $8)
-           FROM unnest($1::uuid[], $2::int[], $3::text[], $4::jsonb[], $5::jsonb[], $6::float8[], $7::jsonb[]) AS e(job_id, attempt, status, output, error, ended, metrics)
-          WHERE j.id = e.job_id AND j.attempt = e.attempt AND j.status IN ('ADMITTED','RUNNING')
-          RETURNING ${ANNOUNCE_COLUMNS.split(', ').map((c) => `j.${c}`).join(', ')}`,
-        [col((e) => e.jobId), col((e) => e.attempt), col((e) => e.status), col((e) => JSON.stringify(e.output ?? null)),
-          col((e) => (e.error ? JSON.stringify(e.error) : null)), col((e) => e.endedAt), col((e) => JSON.stringify(e.metrics ?? {})),
-          this.cx.settings.dataRetentionSeconds],
-      );
-      return rows;
-    });
     for (const e of ends) this.scheduler.attemptEnded(e.jobId, e.attempt);
-    await this.announcer.announceMany(updated);
+    const col = <T>(f: (e: (typeof ends)[number]) => T) => ends.map(f);
+    const rows: EndedRow[] = await this.cx.db.query(ENDED_SQL, [
+      col((e) => e.jobId), col((e) => e.attempt), col((e) => e.status), col((e) => JSON.stringify(e.output ?? null)),
+      col((e) => (e.error ? JSON.stringify(e.error) : null)), col((e) => e.startedAt), col((e) => e.endedAt),
+      col((e) => JSON.stringify(e.metrics ?? {})), col((e) => e.devices), col((e) => e.node),
+      col((e) => (e.startedAt === null ? 0 : billableMs(e))), this.cx.settings.dataRetentionSeconds,
+    ]);
+    const announce: AnnounceRow[] = rows.map((r) => ({
+      id: r.id, tenant_id: r.tenant_id, kind: r.kind, parent_id: r.parent_id, service: r.service, status: r.status,
+      webhook_url: r.webhook_url, webhook_events: r.webhook_events, hardware: r.hardware, progress: r.progress,
+      view: Object.fromEntries([...VIEW_COLUMNS.map((c) => [c, r[c]]), ['billable_ms', r.billable_ms]]),
+    }));
+    // Started and ended in one batch: nobody saw it RUNNING, but a STARTED webhook is still owed.
+    const unseenStarts = announce.filter((_, i) => rows[i].prev_status === 'ADMITTED' && rows[i].started_at !== null);
+    if (unseenStarts.length) await this.announcer.announceMany(unseenStarts, 'STARTED', { publish: false });
+    await this.announcer.announceMany(announce);
   }
 }
+
+type EndedRow = AnnounceRow & Record<(typeof VIEW_COLUMNS)[number], any> & { billable_ms: string; prev_status: string };
+
+/**
+ * One statement, so one atomic, durable commit: the ledger rows (unique per job × attempt, so a
+ * replayed end inserts nothing) and the jobs' terminal states (guarded by attempt and status, so a
+ * replayed or stale end changes nothing). All parts see the same snapshot: the ledger's `billable`
+ * judges the job as it was before this end, and `billable_ms` adds the rows inserted here to those
+ * committed before. `o` is the row before the update (for the STARTED webhook of a folded start).
+ * `locked` takes the jobs' row locks, in id order, before anything is written (`e` cannot yield a
+ * row until the count is done), the order every other writer of jobs + ledger uses: no deadlock.
+ */
+const ENDED_SQL = `
+  WITH locked AS (
+    SELECT count(*) AS n FROM (SELECT 1 FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE) l
+  ), e AS (
+    SELECT e.* FROM locked, unnest($1::uuid[], $2::int[], $3::text[], $4::jsonb[], $5::jsonb[], $6::float8[], $7::float8[], $8::jsonb[], $9::int[], $10::text[], $11::bigint[])
+      AS e(job_id, attempt, status, output, error, started, ended, metrics, devices, node, ms)
+  ), ledger AS (
+    INSERT INTO usage_ledger (tenant_id, job_id, attempt, job_kind, service, hardware, devices, node_id, started_at, ended_at, billable_ms, billable, reason)
+    SELECT j.tenant_id, j.id, e.attempt, j.kind, j.service, j.hardware, e.devices, e.node, to_timestamp(e.started / 1000.0), to_timestamp(e.ended / 1000.0),
+           e.ms, (j.attempt = e.attempt AND j.status <> 'QUEUED'), CASE WHEN j.attempt = e.attempt AND j.status <> 'QUEUED' THEN NULL ELSE 'STALE_ATTEMPT' END
+      FROM e JOIN jobs j ON j.id = e.job_id
+     WHERE e.started IS NOT NULL
+    ON CONFLICT (job_id, attempt) DO NOTHING
+    RETURNING job_id, billable_ms, billable
+  ), upd AS (
+    UPDATE jobs j SET status = e.status, output = e.output, error = e.error, completed_at = to_timestamp(e.ended / 1000.0),
+           started_at = COALESCE(j.started_at, to_timestamp(e.started / 1000.0)),
+           progress = CASE WHEN e.status = 'SUCCEEDED' THEN 1 ELSE j.progress END, metrics = j.metrics || e.metrics,
+           data_expires_at = now() + make_interval(secs => $12)
+      FROM e, jobs o
+     WHERE j.id = e.job_id AND o.id = j.id AND j.attempt = e.attempt AND j.status IN ('ADMITTED','RUNNING')
+    RETURNING ${[...new Set([...ANNOUNCE_COLUMNS.split(', '), ...VIEW_COLUMNS])].map((c) => `j.${c}`).join(', ')}, o.status AS prev_status
+  )
+  SELECT upd.*, (COALESCE((SELECT sum(u.billable_ms) FROM usage_ledger u WHERE u.job_id = upd.id AND u.billable), 0)
+               + COALESCE((SELECT sum(l.billable_ms) FROM ledger l WHERE l.job_id = upd.id AND l.billable), 0))::bigint AS billable_ms
+    FROM upd`;
 
 /** Devices × wall time, rounded up to the millisecond: an attempt that ran is never free. */
 export function billableMs(e: { devices: number; startedAt: number | null; endedAt: number; durationMs?: number }): number {

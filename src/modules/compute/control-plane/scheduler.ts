@@ -150,7 +150,7 @@ export class Scheduler {
   }
 
   private async applyAdmissions(admits: Admission[]): Promise<void> {
-    const [rows]: [AdmittedRow[], number] = await relaxedQuery(this.cx.db,
+    const [rows]: [AdmittedRow[], number] = await relaxedQuery(this.cx,
       `UPDATE jobs j SET status = 'ADMITTED', node_id = a.node_id, borrowed = a.borrowed, attempt = j.attempt + 1, admitted_at = now()
          FROM unnest($1::uuid[], $2::text[], $3::bool[]) AS a(id, node_id, borrowed)
         WHERE j.id = a.id AND j.status = 'QUEUED'
