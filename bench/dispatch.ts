@@ -324,7 +324,7 @@ class Probe {
 
   install(app: App, cp: ControlPlane): void {
     const admissionKey = cp.cx.keys.admission;
-    wrap(app.redis, 'xadd', (orig, args) => {
+    const probeXadd = (target: object) => wrap(target, 'xadd', (orig, args) => {
       if (args[0] === admissionKey) {
         try {
           const m = JSON.parse(String(args[args.length - 1])) as { op: string; id?: string };
@@ -332,6 +332,13 @@ class Probe {
         } catch { /* not ours */ }
       }
       return orig(...args);
+    });
+    probeXadd(app.redis);
+    // The job inserter sends its wake-ups in a pipeline.
+    wrap(app.redis, 'pipeline', (orig, args) => {
+      const pipe = orig(...args);
+      probeXadd(pipe);
+      return pipe;
     });
     const s = cp.scheduler;
     wrap(s, 'enqueue', (orig, [job]: [{ id: string }]) => {

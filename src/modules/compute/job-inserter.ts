@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
-import type { EntityManager } from 'typeorm';
+import type { Pool } from 'pg';
 import type { Database } from '../../platform/db/database';
+import { poolOf, run, statement, tenantTransaction, type Runner } from '../../platform/db/sql';
 import { AppError, ErrorCode } from '../../platform/errors';
 import type { AdmissionMessage, keys } from '../../platform/queue/messages';
 import { VIEW_COLUMNS } from './job-view';
@@ -33,6 +34,7 @@ const MAX_BATCH = 500;
 export class JobInserter {
   private readonly pending = new Map<string, Pending[]>();
   private readonly busy = new Set<string>();
+  private pool: Pool | null = null;
 
   constructor(private readonly db: Database, private readonly redis: Redis, private readonly k: ReturnType<typeof keys>) {}
 
@@ -63,7 +65,8 @@ export class JobInserter {
   private async flush(tenantId: string, batch: Pending[]): Promise<void> {
     let results: Inserted[];
     try {
-      results = await this.db.tenant(tenantId, (m) => insertJobs(m, tenantId, batch));
+      this.pool ??= poolOf(this.db.dataSource);
+      results = await tenantTransaction(this.pool, tenantId, (c) => insertJobs(c, tenantId, batch));
     } catch (err) {
       if (batch.length === 1) return batch[0].reject(err);
       // One bad job must not fail the others: each on its own.
@@ -90,10 +93,7 @@ export class JobInserter {
 
 const RETURNED = ['created_at', ...VIEW_COLUMNS.filter((c) => c !== 'created_at')].join(', ');
 
-async function insertJobs(m: EntityManager, tenantId: string, batch: Pending[]): Promise<Inserted[]> {
-  const col = <T>(f: (j: NewJob, id: string) => T) => batch.map((p) => f(p.job, p.id));
-  const rows: Array<Record<string, unknown> & { id: string }> = await m.query(
-    `INSERT INTO jobs (id, tenant_id, kind, service, parent_id, status, hardware, devices, input, idempotency_key,
+const INSERT_JOBS = statement('jobs.insert', `INSERT INTO jobs (id, tenant_id, kind, service, parent_id, status, hardware, devices, input, idempotency_key,
                        webhook_url, webhook_events, deadline_at, max_attempts)
      SELECT t.id, $1, t.kind, t.service, t.parent_id, 'QUEUED', t.hardware, t.devices, t.input, t.idem, t.url,
             COALESCE(string_to_array(NULLIF(t.events, ''), ','), '{}'),
@@ -102,7 +102,13 @@ async function insertJobs(m: EntityManager, tenantId: string, batch: Pending[]):
          WITH ORDINALITY AS t(id, kind, service, parent_id, hardware, devices, input, idem, url, events, deadline, attempts, n)
       ORDER BY t.n
      ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-     RETURNING ${RETURNED}`,
+     RETURNING ${RETURNED}`);
+
+const FIND_BY_IDEMPOTENCY_KEY = statement('jobs.by-idempotency-key', `SELECT ${RETURNED} FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2`);
+
+async function insertJobs(c: Runner, tenantId: string, batch: Pending[]): Promise<Inserted[]> {
+  const col = <T>(f: (j: NewJob, id: string) => T) => batch.map((p) => f(p.job, p.id));
+  const rows: Array<Record<string, unknown> & { id: string }> = await run(c, INSERT_JOBS,
     [tenantId, col((_, id) => id), col((j) => j.kind), col((j) => j.service), col((j) => j.parentId ?? null), col((j) => j.hardware),
       col((j) => j.devices), col((j) => JSON.stringify(j.input ?? null)), col((j) => j.idempotencyKey ?? null), col((j) => j.webhookUrl ?? null),
       col((j) => (j.webhookEvents ?? []).join(',')), col((j) => j.deadlineSeconds ?? null), col((j) => j.maxAttempts ?? 3)],
@@ -116,9 +122,7 @@ async function insertJobs(m: EntityManager, tenantId: string, batch: Pending[]):
       continue;
     }
     // Its idempotency key is taken (by an earlier job, or by one earlier in this batch).
-    const [existing]: Array<Record<string, unknown> & { id: string; service: string }> = await m.query(
-      `SELECT ${RETURNED} FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2`, [tenantId, p.job.idempotencyKey],
-    );
+    const [existing] = await run<Record<string, unknown> & { id: string; service: string }>(c, FIND_BY_IDEMPOTENCY_KEY, [tenantId, p.job.idempotencyKey]);
     if (existing.service !== p.job.service) {
       throw new AppError(ErrorCode.CONFLICT, 'This idempotency key was used for a different request', { field: 'input.idempotencyKey' });
     }

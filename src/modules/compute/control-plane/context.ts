@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { DataSource } from 'typeorm';
+import { poolOf, run, type Statement } from '../../../platform/db/sql';
 import type { keys } from '../../../platform/queue/messages';
 import type { ComputeMetrics } from '../compute.metrics';
 
@@ -51,7 +52,12 @@ export const DEFAULT_SETTINGS: ControlPlaneSettings = {
   webhookBackoffMs: 1000,
 };
 
-/** Runs one recoverable statement on the relaxed pool (see `ControlPlaneContext.relaxedDb`). */
-export function relaxedQuery<T = any>(cx: Pick<ControlPlaneContext, 'relaxedDb'>, sql: string, params: unknown[]): Promise<T> {
-  return cx.relaxedDb.query(sql, params) as Promise<T>;
+/** Runs one recoverable prepared statement on the relaxed pool (see `ControlPlaneContext.relaxedDb`). */
+export function relaxedRun<T extends Record<string, any> = any>(cx: Pick<ControlPlaneContext, 'relaxedDb'>, st: Statement, params: unknown[]): Promise<T[]> {
+  return run<T>(poolOf(cx.relaxedDb), st, params);
+}
+
+/** Runs one durable prepared statement on the owner pool (autocommit: one statement, one transaction). */
+export function durableRun<T extends Record<string, any> = any>(cx: Pick<ControlPlaneContext, 'db'>, st: Statement, params: unknown[]): Promise<T[]> {
+  return run<T>(poolOf(cx.db), st, params);
 }

@@ -1,5 +1,6 @@
 import type { NodeEvent } from '../../../platform/queue/messages';
-import { relaxedQuery, type ControlPlaneContext } from './context';
+import { durableRun, relaxedRun, type ControlPlaneContext } from './context';
+import { statement } from '../../../platform/db/sql';
 import type { Scheduler } from './scheduler';
 import { ANNOUNCE_COLUMNS, type Announcer, type AnnounceRow } from './announcer';
 import { VIEW_COLUMNS } from '../job-view';
@@ -93,24 +94,13 @@ export class Recorder {
   }
 
   private async started(starts: Array<Extract<NodeEvent, { type: 'started' }>>): Promise<void> {
-    const [rows]: [AnnounceRow[], number] = await relaxedQuery(this.cx,
-      `UPDATE jobs j SET status = 'RUNNING', started_at = to_timestamp(e.at / 1000.0), node_id = e.node
-         FROM unnest($1::uuid[], $2::int[], $3::float8[], $4::text[]) AS e(job_id, attempt, at, node)
-        WHERE j.id = e.job_id AND j.attempt = e.attempt AND j.status = 'ADMITTED'
-        RETURNING ${ANNOUNCE_COLUMNS.split(', ').map((c) => `j.${c}`).join(', ')}`,
-      [starts.map((e) => e.jobId), starts.map((e) => e.attempt), starts.map((e) => e.at), starts.map((e) => e.node)],
+    const rows = await relaxedRun<AnnounceRow>(this.cx, STARTED, [starts.map((e) => e.jobId), starts.map((e) => e.attempt), starts.map((e) => e.at), starts.map((e) => e.node)],
     );
     await this.announcer.announceMany(rows, 'STARTED');
   }
 
   private async progress(e: Extract<NodeEvent, { type: 'progress' }>): Promise<void> {
-    const [rows]: [AnnounceRow[], number] = await relaxedQuery(this.cx,
-      `UPDATE jobs SET progress = COALESCE($3, progress),
-              logs = (SELECT COALESCE(array_agg(l ORDER BY n), '{}') FROM (
-                SELECT l, n FROM unnest(logs || $4::text[]) WITH ORDINALITY AS t(l, n) ORDER BY n DESC LIMIT ${MAX_LOG_LINES}) s)
-        WHERE id = $1 AND attempt = $2 AND status = 'RUNNING'
-        RETURNING ${ANNOUNCE_COLUMNS}`,
-      [e.jobId, e.attempt, e.progress ?? null, e.logs ?? []],
+    const rows = await relaxedRun<AnnounceRow>(this.cx, PROGRESS, [e.jobId, e.attempt, e.progress ?? null, e.logs ?? []],
     );
     if (rows[0]) await this.announcer.announce(rows[0], 'PROGRESS');
   }
@@ -125,7 +115,7 @@ export class Recorder {
   private async ended(ends: Array<Extract<NodeEvent, { type: 'ended' }>>): Promise<void> {
     for (const e of ends) this.scheduler.attemptEnded(e.jobId, e.attempt);
     const col = <T>(f: (e: (typeof ends)[number]) => T) => ends.map(f);
-    const rows: EndedRow[] = await this.cx.db.query(ENDED_SQL, [
+    const rows = await durableRun<EndedRow>(this.cx, ENDED, [
       col((e) => e.jobId), col((e) => e.attempt), col((e) => e.status), col((e) => JSON.stringify(e.output ?? null)),
       col((e) => (e.error ? JSON.stringify(e.error) : null)), col((e) => e.startedAt), col((e) => e.endedAt),
       col((e) => JSON.stringify(e.metrics ?? {})), col((e) => e.devices), col((e) => e.node),
@@ -154,7 +144,7 @@ type EndedRow = AnnounceRow & Record<(typeof VIEW_COLUMNS)[number], any> & { bil
  * `locked` takes the jobs' row locks, in id order, before anything is written (`e` cannot yield a
  * row until the count is done), the order every other writer of jobs + ledger uses: no deadlock.
  */
-const ENDED_SQL = `
+const ENDED = statement('recorder.ended', `
   WITH locked AS (
     SELECT count(*) AS n FROM (SELECT 1 FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE) l
   ), e AS (
@@ -179,7 +169,20 @@ const ENDED_SQL = `
   )
   SELECT upd.*, (COALESCE((SELECT sum(u.billable_ms) FROM usage_ledger u WHERE u.job_id = upd.id AND u.billable), 0)
                + COALESCE((SELECT sum(l.billable_ms) FROM ledger l WHERE l.job_id = upd.id AND l.billable), 0))::bigint AS billable_ms
-    FROM upd`;
+    FROM upd`);
+
+const STARTED = statement('recorder.started', `
+  UPDATE jobs j SET status = 'RUNNING', started_at = to_timestamp(e.at / 1000.0), node_id = e.node
+    FROM unnest($1::uuid[], $2::int[], $3::float8[], $4::text[]) AS e(job_id, attempt, at, node)
+   WHERE j.id = e.job_id AND j.attempt = e.attempt AND j.status = 'ADMITTED'
+  RETURNING ${ANNOUNCE_COLUMNS.split(', ').map((c) => `j.${c}`).join(', ')}`);
+
+const PROGRESS = statement('recorder.progress', `
+  UPDATE jobs SET progress = COALESCE($3, progress),
+         logs = (SELECT COALESCE(array_agg(l ORDER BY n), '{}') FROM (
+           SELECT l, n FROM unnest(logs || $4::text[]) WITH ORDINALITY AS t(l, n) ORDER BY n DESC LIMIT ${MAX_LOG_LINES}) s)
+   WHERE id = $1 AND attempt = $2 AND status = 'RUNNING'
+  RETURNING ${ANNOUNCE_COLUMNS}`);
 
 /** Devices × wall time, rounded up to the millisecond: an attempt that ran is never free. */
 export function billableMs(e: { devices: number; startedAt: number | null; endedAt: number; durationMs?: number }): number {

@@ -1,12 +1,19 @@
 import { Queue } from 'bullmq';
 import { Admitter, type Admission, type NodeSpec, type Preemption } from '../admission';
 import { bullPrefix, type AdmissionMessage, type DispatchPayload, type Hardware } from '../../../platform/queue/messages';
-import { relaxedQuery, type ControlPlaneContext } from './context';
+import { relaxedRun, type ControlPlaneContext } from './context';
+import { statement } from '../../../platform/db/sql';
 
 interface AdmittedRow {
   id: string; tenant_id: string; attempt: number; service: string; input: unknown; devices: number;
   hardware: Hardware; deadline_at: Date | null; created_at: Date; node_id: string;
 }
+
+const ADMIT = statement('scheduler.admit', `
+  UPDATE jobs j SET status = 'ADMITTED', node_id = a.node_id, borrowed = a.borrowed, attempt = j.attempt + 1, admitted_at = now()
+    FROM unnest($1::uuid[], $2::text[], $3::bool[]) AS a(id, node_id, borrowed)
+   WHERE j.id = a.id AND j.status = 'QUEUED'
+  RETURNING j.id, j.tenant_id, j.attempt, j.service, j.input, j.devices, j.hardware, j.deadline_at, j.created_at, j.node_id`);
 
 /**
  * The admitter's I/O shell: feeds the pure Admitter from Postgres and Redis wake-ups, writes its
@@ -150,12 +157,7 @@ export class Scheduler {
   }
 
   private async applyAdmissions(admits: Admission[]): Promise<void> {
-    const [rows]: [AdmittedRow[], number] = await relaxedQuery(this.cx,
-      `UPDATE jobs j SET status = 'ADMITTED', node_id = a.node_id, borrowed = a.borrowed, attempt = j.attempt + 1, admitted_at = now()
-         FROM unnest($1::uuid[], $2::text[], $3::bool[]) AS a(id, node_id, borrowed)
-        WHERE j.id = a.id AND j.status = 'QUEUED'
-        RETURNING j.id, j.tenant_id, j.attempt, j.service, j.input, j.devices, j.hardware, j.deadline_at, j.created_at, j.node_id`,
-      [admits.map((a) => a.jobId), admits.map((a) => a.nodeId), admits.map((a) => a.borrowed)],
+    const rows = await relaxedRun<AdmittedRow>(this.cx, ADMIT, [admits.map((a) => a.jobId), admits.map((a) => a.nodeId), admits.map((a) => a.borrowed)],
     );
     const admitted = new Set(rows.map((r) => r.id));
     // Cancelled (or otherwise moved on) between enqueue and admission: give the devices back.
