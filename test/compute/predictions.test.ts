@@ -72,6 +72,22 @@ describe('predict with system.echo', () => {
     await gql(CANCEL, { id: res.data.predict.id }, a);
   });
 
+  it('a waited-for job is inserted without waiting for the disk, so a wait that times out flushes before answering', async () => {
+    const inserter = (cluster.api.app.services.jobs as unknown as { inserter: { barrier(): Promise<void> } }).inserter;
+    const barrier = jest.spyOn(inserter, 'barrier');
+    try {
+      const done = (await gql(PREDICT, echo({ message: 'quick' }, { wait: 10 }), a)).data.predict;
+      expect(done.status).toBe('SUCCEEDED');
+      expect(barrier).not.toHaveBeenCalled(); // its end was a durable commit
+      const slow = (await gql(PREDICT, echo({ sleepMs: 3000 }, { wait: 1 }), a)).data.predict;
+      expect(['ADMITTED', 'RUNNING']).toContain(slow.status);
+      expect(barrier).toHaveBeenCalledTimes(1);
+      await gql(CANCEL, { id: slow.id }, a);
+    } finally {
+      barrier.mockRestore();
+    }
+  });
+
   it('gives the same job for the same idempotency key', async () => {
     const key = `k-${Date.now()}`;
     const first = await gql(PREDICT, echo({ message: 1 }, { wait: 10, idempotencyKey: key }), a);
@@ -183,6 +199,35 @@ describe('ledger', () => {
     await new Promise((r) => setTimeout(r, 500));
     expect(await ledger(p.id)).toHaveLength(1);
     expect((await gql(PREDICTION, { id: p.id }, a)).data.prediction.output).toEqual({ message: 'once' });
+  });
+});
+
+describe('recorder faults', () => {
+  it('a batch of ends whose write fails is read again from the stream: every job ends once, one ledger row each', async () => {
+    const pool = cluster.cp.cx.durablePool as unknown as { query: (...args: any[]) => Promise<unknown> };
+    const query = pool.query.bind(pool);
+    let failures = 0;
+    pool.query = (config: { name?: string }, ...rest: unknown[]) => {
+      if (config?.name === 'recorder.ended' && failures < 2) {
+        failures++;
+        return Promise.reject(new Error('connection terminated unexpectedly'));
+      }
+      return query(config, ...rest);
+    };
+    try {
+      const ids = await Promise.all(Array.from({ length: 5 }, async (_, i) => (await gql(PREDICT, echo({ message: i }, { wait: 0 }), a)).data.predict.id as string));
+      await waitFor(async () => {
+        const { rows } = await owner.query(`SELECT count(*)::int AS n FROM jobs WHERE id = ANY($1::uuid[]) AND status = 'SUCCEEDED'`, [ids]);
+        return rows[0].n === ids.length;
+      }, 20_000, 'all jobs SUCCEEDED after the failed writes');
+      expect(failures).toBe(2);
+      for (const [i, id] of ids.entries()) {
+        expect(await ledger(id)).toEqual([{ attempt: 1, billable: true, ms: expect.any(Number), reason: null }]);
+        expect((await gql(PREDICTION, { id }, a)).data.prediction.output).toEqual({ message: i });
+      }
+    } finally {
+      pool.query = query;
+    }
   });
 });
 

@@ -24,6 +24,8 @@ const PROGRESS_MIN_INTERVAL_MS = 200;
  */
 const STARTED_EVENT_DELAY_MS = 100;
 const EVENTS_MAXLEN = 100_000;
+/** Services whose runs write state (checkpoints, artifacts): never started before the cancel check. */
+const SIDE_EFFECTS = /^training(\.|$)/;
 
 interface Running {
   controller: AbortController;
@@ -113,15 +115,26 @@ export class NodeAgent {
     const ended = (status: 'SUCCEEDED' | 'FAILED' | 'CANCELED', startedAt: number | null, rest: Partial<Extract<NodeEvent, { type: 'ended' }>> = {}) =>
       this.emit({ type: 'ended', ...base, status, startedAt, endedAt: Date.now(), devices: d.devices, hardware: d.hardware, ...rest });
 
-    if (await this.redis.exists(this.k.canceled(d.jobId))) {
-      await ended('CANCELED', null, { error: { code: 'CANCELED', message: 'canceled before it started' } });
-      return;
-    }
     if (d.deadlineAt && Date.now() > d.deadlineAt) {
       await ended('CANCELED', null, { error: { code: 'DEADLINE_EXCEEDED', message: 'The job did not start before its deadline' } });
       return;
     }
+    const canceledBeforeStart = () => ended('CANCELED', null, { error: { code: 'CANCELED', message: 'canceled before it started' } });
+    // Was it canceled while queued? Work with side effects (training) asks before it starts;
+    // inference, which has none, starts at once and asks meanwhile: if it was canceled, its
+    // result is dropped and the attempt ends CANCELED, unstarted and unbilled, as if it never ran.
+    const speculative = !SIDE_EFFECTS.test(d.service);
+    const canceledCheck = this.redis.exists(this.k.canceled(d.jobId)).then((n) => n > 0, () => false);
+    if (!speculative && (await canceledCheck)) {
+      await canceledBeforeStart();
+      return;
+    }
     const controller = new AbortController();
+    if (speculative) {
+      void canceledCheck.then((canceled) => {
+        if (canceled) controller.abort();
+      });
+    }
     this.running.set(d.jobId, { controller, attempt: d.attempt });
     const startedAt = Date.now();
     const t0 = performance.now();
@@ -155,11 +168,19 @@ export class NodeAgent {
         },
       });
       clearTimeout(startTimer);
+      if (speculative && (await canceledCheck)) {
+        await canceledBeforeStart();
+        return;
+      }
       if (pendingLogs.length) flush();
       await ended('SUCCEEDED', startedAt, { output: result.output, metrics: { ...result.metrics } as Record<string, number>, durationMs: performance.now() - t0 });
     } catch (err) {
       const e = err as Error & { code?: string };
       clearTimeout(startTimer);
+      if (speculative && (await canceledCheck)) {
+        await canceledBeforeStart();
+        return;
+      }
       if (pendingLogs.length) flush();
       const canceledNow = controller.signal.aborted || e.code === 'CANCELED';
       await ended(canceledNow ? 'CANCELED' : 'FAILED', startedAt, {

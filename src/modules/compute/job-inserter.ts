@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { Pool } from 'pg';
 import type { Database } from '../../platform/db/database';
-import { poolOf, run, statement, tenantTransaction, type Runner } from '../../platform/db/sql';
+import { poolOf, run, statement, tenantTransaction } from '../../platform/db/sql';
 import { AppError, ErrorCode } from '../../platform/errors';
 import type { AdmissionMessage, keys } from '../../platform/queue/messages';
 import { VIEW_COLUMNS } from './job-view';
@@ -18,6 +18,7 @@ export interface Inserted {
 interface Pending {
   id: string;
   job: NewJob;
+  durable: boolean;
   resolve(v: Inserted): void;
   reject(e: unknown): void;
 }
@@ -29,7 +30,7 @@ const MAX_BATCH = 500;
  * tenant's first job goes at once; jobs arriving while its insert is in flight wait for it and
  * then go together, in one statement, one commit and one pipelined round trip of wake-ups. One
  * caller alone waits no longer than before; 32 callers at once share a commit instead of queueing
- * for 32. Each batch runs in the tenant's RLS transaction, like every tenant write.
+ * for 32. Each batch is confined to its tenant by RLS, like every tenant write.
  */
 export class JobInserter {
   private readonly pending = new Map<string, Pending[]>();
@@ -38,11 +39,19 @@ export class JobInserter {
 
   constructor(private readonly db: Database, private readonly redis: Redis, private readonly k: ReturnType<typeof keys>) {}
 
-  insert(tenantId: string, id: string, job: NewJob): Promise<Inserted> {
+  /**
+   * `durable: false` is for a creator that waits for the job's end before telling anyone its id:
+   * the insert then commits without waiting for the WAL flush. That is safe because whatever
+   * reveals the job later flushes it first: its end is recorded by a durable commit (WAL is
+   * flushed in order, so the insert goes to disk with it), and a wait that times out calls
+   * `barrier()` before answering.
+   */
+  insert(tenantId: string, id: string, job: NewJob, opts: { durable: boolean } = { durable: true }): Promise<Inserted> {
     return new Promise<Inserted>((resolve, reject) => {
+      const p: Pending = { id, job, durable: opts.durable, resolve, reject };
       const list = this.pending.get(tenantId);
-      if (list) list.push({ id, job, resolve, reject });
-      else this.pending.set(tenantId, [{ id, job, resolve, reject }]);
+      if (list) list.push(p);
+      else this.pending.set(tenantId, [p]);
       if (!this.busy.has(tenantId)) void this.drain(tenantId);
     });
   }
@@ -63,17 +72,16 @@ export class JobInserter {
   }
 
   private async flush(tenantId: string, batch: Pending[]): Promise<void> {
-    let results: Inserted[];
+    let results: Array<Inserted | AppError>;
     try {
-      this.pool ??= poolOf(this.db.dataSource);
-      results = await tenantTransaction(this.pool, tenantId, (c) => insertJobs(c, tenantId, batch));
+      results = await insertJobs(this.pgPool(), tenantId, batch);
     } catch (err) {
       if (batch.length === 1) return batch[0].reject(err);
       // One bad job must not fail the others: each on its own.
       for (const p of batch) await this.flush(tenantId, [p]);
       return;
     }
-    const created = results.filter((r) => r.created);
+    const created = results.filter((r): r is Inserted => !(r instanceof AppError) && r.created);
     if (created.length) {
       const pipe = this.redis.pipeline();
       for (const r of created) {
@@ -85,48 +93,66 @@ export class JobInserter {
       }
       // A lost wake-up is not a lost job (the reconciler admits QUEUED jobs the admitter does not
       // know), so the jobs, committed, are answered as created even if Redis did not take it.
-      await pipe.exec().catch(() => undefined);
+      void pipe.exec().catch(() => undefined);
     }
-    batch.forEach((p, i) => p.resolve(results[i]));
+    batch.forEach((p, i) => {
+      const r = results[i];
+      if (r instanceof AppError) p.reject(r);
+      else p.resolve(r);
+    });
+  }
+
+  /**
+   * Returns once every commit made so far is on disk: a durable commit of a transaction with an
+   * xid flushes the WAL up to its commit record, and with it every earlier non-durable insert.
+   */
+  async barrier(): Promise<void> {
+    await this.pgPool().query('SELECT txid_current()');
+  }
+
+  private pgPool(): Pool {
+    this.pool ??= poolOf(this.db.dataSource);
+    return this.pool;
   }
 }
 
 const RETURNED = ['created_at', ...VIEW_COLUMNS.filter((c) => c !== 'created_at')].join(', ');
 
-const INSERT_JOBS = statement('jobs.insert', `INSERT INTO jobs (id, tenant_id, kind, service, parent_id, status, hardware, devices, input, idempotency_key,
-                       webhook_url, webhook_events, deadline_at, max_attempts)
-     SELECT t.id, $1, t.kind, t.service, t.parent_id, 'QUEUED', t.hardware, t.devices, t.input, t.idem, t.url,
-            COALESCE(string_to_array(NULLIF(t.events, ''), ','), '{}'),
-            CASE WHEN t.deadline IS NULL THEN NULL ELSE now() + make_interval(secs => t.deadline) END, t.attempts
-       FROM unnest($2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::int[], $8::jsonb[], $9::text[], $10::text[], $11::text[], $12::int[], $13::int[])
-         WITH ORDINALITY AS t(id, kind, service, parent_id, hardware, devices, input, idem, url, events, deadline, attempts, n)
-      ORDER BY t.n
-     ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-     RETURNING ${RETURNED}`);
+/** One autocommit statement: nimbus_insert_jobs (migration JobInsert) sets the RLS tenant itself. */
+const INSERT_JOBS = statement('jobs.insert', `SELECT ${RETURNED} FROM nimbus_insert_jobs($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`);
 
 const FIND_BY_IDEMPOTENCY_KEY = statement('jobs.by-idempotency-key', `SELECT ${RETURNED} FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2`);
 
-async function insertJobs(c: Runner, tenantId: string, batch: Pending[]): Promise<Inserted[]> {
+async function insertJobs(pool: Pool, tenantId: string, batch: Pending[]): Promise<Array<Inserted | AppError>> {
   const col = <T>(f: (j: NewJob, id: string) => T) => batch.map((p) => f(p.job, p.id));
-  const rows: Array<Record<string, unknown> & { id: string }> = await run(c, INSERT_JOBS,
-    [tenantId, col((_, id) => id), col((j) => j.kind), col((j) => j.service), col((j) => j.parentId ?? null), col((j) => j.hardware),
+  const durable = batch.some((p) => p.durable);
+  const rows: Array<Record<string, unknown> & { id: string }> = await run(pool, INSERT_JOBS,
+    [tenantId, durable, col((_, id) => id), col((j) => j.kind), col((j) => j.service), col((j) => j.parentId ?? null), col((j) => j.hardware),
       col((j) => j.devices), col((j) => JSON.stringify(j.input ?? null)), col((j) => j.idempotencyKey ?? null), col((j) => j.webhookUrl ?? null),
       col((j) => (j.webhookEvents ?? []).join(',')), col((j) => j.deadlineSeconds ?? null), col((j) => j.maxAttempts ?? 3)],
   );
   const byId = new Map(rows.map((r) => [r.id, r]));
-  const out: Inserted[] = [];
-  for (const p of batch) {
+  const taken = batch.filter((p) => !byId.has(p.id));
+  // Idempotency keys already taken (by an earlier job, or by one earlier in this batch): that job.
+  // The batch is committed: from here on a failure fails only the requests it concerns.
+  const existing = taken.length === 0 ? new Map<string, Record<string, unknown> & { id: string; service: string }>()
+    : await tenantTransaction(pool, tenantId, async (c) => {
+      const found = new Map<string, Record<string, unknown> & { id: string; service: string }>();
+      for (const p of taken) {
+        const [row] = await run<Record<string, unknown> & { id: string; service: string }>(c, FIND_BY_IDEMPOTENCY_KEY, [tenantId, p.job.idempotencyKey]);
+        found.set(p.id, row);
+      }
+      return found;
+    }).catch((err: Error) => err);
+  return batch.map((p) => {
     const row = byId.get(p.id);
-    if (row) {
-      out.push({ id: p.id, created: true, row });
-      continue;
+    if (row) return { id: p.id, created: true, row };
+    if (existing instanceof Error) return new AppError(ErrorCode.INTERNAL, 'Could not read the job of this idempotency key; retry the request');
+    const prior = existing.get(p.id)!;
+    // Only this request fails: the others of the batch are committed already.
+    if (prior.service !== p.job.service) {
+      return new AppError(ErrorCode.CONFLICT, 'This idempotency key was used for a different request', { field: 'input.idempotencyKey' });
     }
-    // Its idempotency key is taken (by an earlier job, or by one earlier in this batch).
-    const [existing] = await run<Record<string, unknown> & { id: string; service: string }>(c, FIND_BY_IDEMPOTENCY_KEY, [tenantId, p.job.idempotencyKey]);
-    if (existing.service !== p.job.service) {
-      throw new AppError(ErrorCode.CONFLICT, 'This idempotency key was used for a different request', { field: 'input.idempotencyKey' });
-    }
-    out.push({ id: existing.id, created: false, row: existing });
-  }
-  return out;
+    return { id: prior.id, created: false, row: prior };
+  });
 }

@@ -92,7 +92,9 @@ export class JobsService {
     for (const guard of this.guards) await guard(tenantId, job);
     const id = randomUUID();
     const waiter = waitSeconds > 0 ? this.bus.waiter(id, (u) => TERMINAL.has(u.status as JobStatus)) : null;
-    const created = await this.inserter.insert(tenantId, id, job);
+    // A waited-for job's id is first told with its end (a durable commit) or after the wait
+    // times out (barrier below), so its insert need not wait for the disk (JobInserter.insert).
+    const created = await this.inserter.insert(tenantId, id, job, { durable: !waiter });
     if (!created.created) {
       // Same idempotency key: the earlier job, never a second one.
       waiter?.cancel();
@@ -100,7 +102,9 @@ export class JobsService {
     }
     if (!waiter) return toView({ ...created.row, billable_ms: 0 }); // as inserted: no second read
     const ended = await waiter.promise(waitSeconds * 1000);
-    return ended?.row ? toView(ended.row) : this.read(tenantId, id);
+    if (ended?.row) return toView(ended.row);
+    await this.inserter.barrier();
+    return this.read(tenantId, id);
   }
 
   private async waitAndRead(tenantId: string, id: string, waitSeconds: number): Promise<JobView> {

@@ -1,7 +1,8 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import type { Pool } from 'pg';
 import type { DataSource } from 'typeorm';
-import { poolOf, run, type Statement } from '../../../platform/db/sql';
+import { run, type Statement } from '../../../platform/db/sql';
 import type { keys } from '../../../platform/queue/messages';
 import type { ComputeMetrics } from '../compute.metrics';
 
@@ -9,11 +10,15 @@ import type { ComputeMetrics } from '../compute.metrics';
 export interface ControlPlaneContext {
   db: DataSource;
   /**
-   * The same database on sessions with `synchronous_commit = off`: for single statements whose loss
-   * in a Postgres crash reconciliation repairs (admission, RUNNING, progress). They commit without
-   * waiting for the WAL flush and in one round trip. Never for ledger or billing writes.
+   * The hot path's own small pools (node-postgres, owner role), whose sessions always use the
+   * generic plan of a prepared statement: the job path's statements take arrays, for which
+   * Postgres would otherwise plan each call anew (~0.5 ms for the end-of-attempt statement).
+   * `relaxedPool` sessions also run with `synchronous_commit = off`: for single statements whose
+   * loss in a Postgres crash reconciliation repairs (admission, RUNNING, progress); they commit
+   * without waiting for the WAL flush. Never for ledger or billing writes (`durablePool`).
    */
-  relaxedDb: DataSource;
+  relaxedPool: Pool;
+  durablePool: Pool;
   redis: Redis;
   /** Creates a dedicated connection (blocking reads, subscriptions, BullMQ). */
   connect(name: string): Redis;
@@ -52,12 +57,12 @@ export const DEFAULT_SETTINGS: ControlPlaneSettings = {
   webhookBackoffMs: 1000,
 };
 
-/** Runs one recoverable prepared statement on the relaxed pool (see `ControlPlaneContext.relaxedDb`). */
-export function relaxedRun<T extends Record<string, any> = any>(cx: Pick<ControlPlaneContext, 'relaxedDb'>, st: Statement, params: unknown[]): Promise<T[]> {
-  return run<T>(poolOf(cx.relaxedDb), st, params);
+/** Runs one recoverable prepared statement on the relaxed pool (see `ControlPlaneContext.relaxedPool`). */
+export function relaxedRun<T extends Record<string, any> = any>(cx: Pick<ControlPlaneContext, 'relaxedPool'>, st: Statement, params: unknown[]): Promise<T[]> {
+  return run<T>(cx.relaxedPool, st, params);
 }
 
-/** Runs one durable prepared statement on the owner pool (autocommit: one statement, one transaction). */
-export function durableRun<T extends Record<string, any> = any>(cx: Pick<ControlPlaneContext, 'db'>, st: Statement, params: unknown[]): Promise<T[]> {
-  return run<T>(poolOf(cx.db), st, params);
+/** Runs one durable prepared statement (autocommit: one statement, one transaction, flushed). */
+export function durableRun<T extends Record<string, any> = any>(cx: Pick<ControlPlaneContext, 'durablePool'>, st: Statement, params: unknown[]): Promise<T[]> {
+  return run<T>(cx.durablePool, st, params);
 }

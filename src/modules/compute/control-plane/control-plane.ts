@@ -1,3 +1,4 @@
+import { Pool } from 'pg';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { createDataSource } from '../../../platform/db/data-source';
@@ -35,10 +36,17 @@ export async function startControlPlane(
   env: Env, opts: { log: Logger; metrics: Metrics; settings?: Partial<ControlPlaneSettings> },
 ): Promise<ControlPlane> {
   const db = createDataSource({ url: env.DATABASE_URL, poolSize: 5, applicationName: 'nimbus-control-plane' });
-  const relaxedDb = createDataSource({
-    url: env.DATABASE_URL, poolSize: 2, applicationName: 'nimbus-control-plane-relaxed', sessionSettings: { synchronous_commit: 'off' },
-  });
-  await Promise.all([db.initialize(), relaxedDb.initialize()]);
+  const hotPool = (name: string, settings: Record<string, string>) => {
+    const pool = new Pool({
+      connectionString: env.DATABASE_URL, max: 2, application_name: `nimbus-control-plane-${name}`,
+      options: Object.entries({ plan_cache_mode: 'force_generic_plan', ...settings }).map(([k, v]) => `-c ${k}=${v}`).join(' '),
+    });
+    pool.on('error', (err) => opts.log.warn({ err: err.message }, `${name} pool connection failed`));
+    return pool;
+  };
+  const relaxedPool = hotPool('relaxed', { synchronous_commit: 'off' });
+  const durablePool = hotPool('durable', {});
+  await db.initialize();
   const connections: Redis[] = [];
   const connect = (name: string, opts: { autoPipelining?: boolean } = {}) => {
     const r = new Redis(env.REDIS_URL, {
@@ -49,7 +57,7 @@ export async function startControlPlane(
     return r;
   };
   const cx: ControlPlaneContext = {
-    db, relaxedDb, redis: connect('main', { autoPipelining: true }), connect, keys: keys(env.REDIS_PREFIX), prefix: env.REDIS_PREFIX, log: opts.log,
+    db, relaxedPool, durablePool, redis: connect('main', { autoPipelining: true }), connect, keys: keys(env.REDIS_PREFIX), prefix: env.REDIS_PREFIX, log: opts.log,
     metrics: new ComputeMetrics(opts.metrics.registry),
     settings: {
       ...DEFAULT_SETTINGS,
@@ -83,7 +91,7 @@ export async function startControlPlane(
       await scheduler.stop();
       await webhooks.stop();
       for (const c of connections) c.disconnect();
-      await Promise.all([db.destroy(), relaxedDb.destroy()]);
+      await Promise.all([db.destroy(), relaxedPool.end(), durablePool.end()]);
     },
   };
 }

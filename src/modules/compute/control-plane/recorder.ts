@@ -46,35 +46,55 @@ export class Recorder {
     });
   }
 
+  /**
+   * Reads one batch ahead: while a batch is being written, the next is read and its ends give
+   * their devices back to the admitter at once (the node is done with them), so a node's slots
+   * turn over at the pace of the stream, not of the commits. Batches are still written one at a
+   * time and in order, and each is acknowledged only after its commit.
+   */
   private async run(): Promise<void> {
     // First our own pending (delivered, unacknowledged) messages from before a crash, then new ones.
     let cursor = '0';
+    let written: Promise<void> = Promise.resolve();
     while (this.running && this.reader) {
       try {
         const res = (await this.reader.xreadgroup(
           'GROUP', GROUP, this.consumer, 'COUNT', 200, 'BLOCK', 1000, 'STREAMS', this.cx.keys.events, cursor,
         )) as Array<[string, Array<[string, string[] | null]>]> | null;
         const entries = res?.[0]?.[1] ?? [];
-        if (cursor === '0' && entries.length === 0) cursor = '>';
-        if (entries.length === 0) continue;
+        if (cursor !== '>') cursor = entries.length === 0 ? '>' : entries[entries.length - 1][0];
+        if (entries.length === 0) {
+          await written; // surfaces a failed write
+          continue;
+        }
         const ids: string[] = [];
         const events: NodeEvent[] = [];
         for (const [id, fields] of entries) {
           ids.push(id);
           if (fields) events.push(JSON.parse(fields[1]) as NodeEvent);
         }
-        await this.handleBatch(events);
-        await this.cx.redis.pipeline().xack(this.cx.keys.events, GROUP, ...ids).xdel(this.cx.keys.events, ...ids).exec();
+        for (const e of events) if (e.type === 'ended') this.scheduler.attemptEnded(e.jobId, e.attempt);
+        const previous = written;
+        written = previous.then(async () => {
+          await this.handleBatch(events);
+          await this.cx.redis.pipeline().xack(this.cx.keys.events, GROUP, ...ids).xdel(this.cx.keys.events, ...ids).exec();
+        });
+        written.catch(() => undefined); // awaited below or on the next turn
+        await previous;
       } catch (err) {
+        await written.catch(() => undefined);
+        written = Promise.resolve();
         if (!this.running) return;
         const msg = (err as Error).message;
         // Redis restarted empty: the group is gone; recreate it and carry on.
         if (/NOGROUP/.test(msg)) await this.ensureGroup().catch(() => undefined);
         else this.cx.log.warn({ err: msg }, 'recording node events failed; retrying');
+        // Unacknowledged batches (the failed one, and any read after it) are read again, in order.
         cursor = '0';
         await new Promise((r) => setTimeout(r, 200));
       }
     }
+    await written.catch(() => undefined);
   }
 
   /**
