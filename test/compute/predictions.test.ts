@@ -202,6 +202,36 @@ describe('ledger', () => {
   });
 });
 
+describe('node agent', () => {
+  it('a dispatch of a job canceled while it waited on the node ends CANCELED, unstarted and unbilled, its result dropped', async () => {
+    const { randomUUID } = await import('node:crypto');
+    const { Queue } = await import('bullmq');
+    const { bullPrefix, keys } = await import('../../src/platform/queue/messages');
+    const prefix = cluster.api.env.REDIS_PREFIX;
+    const id = randomUUID();
+    // As the API leaves a job canceled after its dispatch was sent: CANCELED in Postgres, the marker in Redis.
+    await owner.query(
+      `INSERT INTO jobs (id, tenant_id, kind, service, status, hardware, devices, input, attempt, node_id, completed_at)
+       VALUES ($1, $2, 'PREDICTION', 'system.echo', 'CANCELED', 'CPU', 1, '{}', 1, 'cpu-1', now())`, [id, a.tenantId],
+    );
+    await cluster.cp.cx.redis.set(keys(prefix).canceled(id), '1', 'EX', 60);
+    const queue = new Queue(keys(prefix).nodeQueue('cpu-1'), { connection: cluster.cp.cx.connect('test-dispatch'), prefix: bullPrefix(prefix) });
+    try {
+      const job = await queue.add('system.echo', {
+        jobId: id, tenantId: a.tenantId, attempt: 1, service: 'system.echo', input: { message: 'must not count', sleepMs: 300 },
+        devices: 1, hardware: 'CPU', deadlineAt: null,
+      }, { jobId: `${id}.1` });
+      await waitFor(async () => (await job.getState()) === 'completed', 10_000, 'the node to process the dispatch');
+      await new Promise((r) => setTimeout(r, 500)); // its ended event through the recorder
+      expect(await ledger(id)).toEqual([]);
+      const { rows: [row] } = await owner.query('SELECT status, output, started_at FROM jobs WHERE id = $1', [id]);
+      expect(row).toEqual({ status: 'CANCELED', output: null, started_at: null });
+    } finally {
+      await queue.close();
+    }
+  });
+});
+
 describe('recorder faults', () => {
   it('a batch of ends whose write fails is read again from the stream: every job ends once, one ledger row each', async () => {
     const pool = cluster.cp.cx.durablePool as unknown as { query: (...args: any[]) => Promise<unknown> };
