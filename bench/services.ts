@@ -1,9 +1,9 @@
 import { machineBusyMs, pidsNamed, processCpuMs } from './proc';
 import { randomBytes } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { Agent, request } from 'node:http';
-import { availableParallelism, loadavg } from 'node:os';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
@@ -17,6 +17,9 @@ import type * as ServerModule from '../src/server';
 import type * as LoggerModule from '../src/platform/logger';
 import type * as ControlPlaneModule from '../src/modules/compute/control-plane/control-plane';
 import type * as RuntimesModule from '../workers/node-agent/runtimes';
+import type * as ArtifactStoreModule from '../src/modules/training/artifact-store';
+import type * as ImageStoreModule from '../src/modules/services/image-store';
+import type * as ImagesModule from '../src/modules/services/images';
 import type * as PgModule from 'pg';
 import { signUpBenchTenant } from './tenant';
 
@@ -360,6 +363,9 @@ const services: Bench = async (args) => {
   const { createLogger } = require('../src/platform/logger') as typeof LoggerModule;
   const { startControlPlane } = require('../src/modules/compute/control-plane/control-plane') as typeof ControlPlaneModule;
   const { createRuntimeHost } = require('../workers/node-agent/runtimes') as typeof RuntimesModule;
+  const { createArtifactStore } = require('../src/modules/training/artifact-store') as typeof ArtifactStoreModule;
+  const { ImageInputStore } = require('../src/modules/services/image-store') as typeof ImageStoreModule;
+  const { checkImage } = require('../src/modules/services/images') as typeof ImagesModule;
   const { Client } = require('pg') as typeof PgModule;
   const sharp = require('sharp') as typeof import('sharp');
   /* eslint-enable @typescript-eslint/no-require-imports */
@@ -398,9 +404,11 @@ const services: Bench = async (args) => {
   const cases = allCases.filter((c) => !only || only.includes(c.service));
 
   const redisPrefix = `nimbus-bench-svc-${randomBytes(4).toString('hex')}`;
+  // The API stores vision inputs' images in the artifact store, the node reads them: one temporary store, removed afterwards.
+  const dataDir = mkdtempSync(join(tmpdir(), 'nimbus-bench-services-'));
   const env = loadEnv({
     NODE_ENV: 'test', DATABASE_URL: BENCH_DATABASE_URL, REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
-    REDIS_PREFIX: redisPrefix, LOG_LEVEL: 'silent', SEED_DEMO: 'false',
+    REDIS_PREFIX: redisPrefix, LOG_LEVEL: 'silent', SEED_DEMO: 'false', DATA_DIR: dataDir,
   });
   const t0 = Date.now();
   const loadStart = loadavg().map((x) => round(x, 2));
@@ -432,7 +440,7 @@ const services: Bench = async (args) => {
     cp = await startControlPlane(env, { log: createLogger('silent'), metrics: app.metrics });
     const agentMain = join(__dirname, '..', 'workers', 'node-agent', 'main.js');
     agent = spawn(process.execPath, [agentMain, '--name', nodeName, '--hardware', 'CPU', '--devices', String(devices), '--threads', String(threads), '--warm', 'all'], {
-      env: { ...process.env, NODE_ENV: 'test', DATABASE_URL: env.DATABASE_URL, REDIS_URL: env.REDIS_URL, REDIS_PREFIX: redisPrefix, LOG_LEVEL: 'warn' },
+      env: { ...process.env, NODE_ENV: 'test', DATABASE_URL: env.DATABASE_URL, REDIS_URL: env.REDIS_URL, REDIS_PREFIX: redisPrefix, LOG_LEVEL: 'warn', DATA_DIR: dataDir },
       stdio: ['ignore', 'ignore', 'inherit'],
     });
     const cpRef = cp;
@@ -474,6 +482,25 @@ const services: Bench = async (args) => {
         validation.push(performance.now() - v0);
       }
       const validateMs = round(median(validation), 2);
+      // What storing a vision input's image costs the API (artifact store put), and reading it the node (get).
+      let storeMs: number | string = '';
+      let loadMs: number | string = '';
+      if (def.kind === 'VISION') {
+        const images = new ImageInputStore(createArtifactStore(env));
+        const checked = await checkImage(String(c.input.image));
+        const puts: number[] = [];
+        const gets: number[] = [];
+        for (let i = 0; i < 10; i++) {
+          const s0 = performance.now();
+          const ref = await images.put(tenantId!, checked);
+          puts.push(performance.now() - s0);
+          const g0 = performance.now();
+          await createArtifactStore(env).get(ref.ref);
+          gets.push(performance.now() - g0);
+        }
+        storeMs = round(median(puts), 2);
+        loadMs = round(median(gets), 2);
+      }
       const body = JSON.stringify({ query: PREDICT, operationName: 'Predict', variables: { input: { service: c.service, input: c.input, wait: 60 } } });
       for (const conc of concurrencies) {
         const calls = n(c.calls);
@@ -542,8 +569,8 @@ const services: Bench = async (args) => {
         });
         breakdown.push({
           service: c.service, c: conc,
-          'request → job row': ph.apiIn, '(validate)': validateMs, admission: ph.admission, 'dispatch+pickup': ph.dispatch,
-          'node run': ph.nodeRun, '(model)': ph.model, '(node other)': ph.nodeOther,
+          'request → job row': ph.apiIn, '(validate)': validateMs, '(image put)': storeMs, admission: ph.admission, 'dispatch+pickup': ph.dispatch,
+          'node run': ph.nodeRun, '(model)': ph.model, '(node other)': ph.nodeOther, '(image get)': loadMs,
           'ended → recorder': ph.toRecorder, 'recorder → response': ph.recorderToResponse,
           'api outside inference': round(median(outsideInference), 2), 'direct model': round(median(directModel), 2), 'direct hop': directHop,
           'direct outside inference': round(median(directOutsideInference), 2),
@@ -564,9 +591,10 @@ const services: Bench = async (args) => {
     }
 
     console.log('\nwhere the API time goes (medians per call, ms): request → job row (HTTP, GraphQL, auth, rate limit, input');
-    console.log('validation [prepareInput alone in "(validate)"], BEGIN) → admission (insert, commit, wake-up stream, admitter');
-    console.log('queue, UPDATE) → dispatch+pickup (UPDATE RETURNING input, BullMQ add, node worker pickup, cancel check)');
-    console.log('→ node run (model = queueMs + loadMs + runMs the node reports; node other = started event, thread hop)');
+    console.log('validation [prepareInput alone in "(validate)"], vision: image to the artifact store [alone in "(image put)"], BEGIN)');
+    console.log('→ admission (insert, commit, wake-up stream, admitter queue, UPDATE) → dispatch+pickup (UPDATE RETURNING input,');
+    console.log('BullMQ add, node worker pickup, cancel check) → node run (model = queueMs + loadMs + runMs the node reports;');
+    console.log('node other = vision: image read from the store [alone in "(image get)"], started event, thread hop)');
     console.log('→ ended → recorder (event stream, recorder read) → recorder → response (ledger + job transaction,');
     console.log('pub/sub, API re-read of the job, JSON). "outside inference" = latency - loadMs - runMs, per call.');
     printTable(breakdown);
@@ -600,7 +628,7 @@ const services: Bench = async (args) => {
           notes: [
             'api = GraphQL predict with wait over HTTP (API key, ENTERPRISE plan), API + control plane in this process, node agent child process; direct = createRuntimeHost().run in this process, same models and thread count',
             'overhead ms = api p50 - direct p50; api/direct = ratio of p50s; p99 over few calls is close to the max; other load = cores used by processes outside this benchmark (and its agent, Postgres backends, Redis) meanwhile',
-            'phases come from the job row (created_at, admitted_at, started_at, completed_at, metrics), usage_ledger.created_at and the client clock; model = queueMs + loadMs + runMs reported by the node; node other = node run - model (started event, thread hop, output copy)',
+            'phases come from the job row (created_at, admitted_at, started_at, completed_at, metrics), usage_ledger.created_at and the client clock; model = queueMs + loadMs + runMs reported by the node; node other = node run - model (vision: the image read from the artifact store; started event, thread hop, output copy); (image put)/(image get) = one artifact store put/get of the case\'s image in this process, alone',
             'per-call overhead = median(api latency - loadMs - runMs) - median(direct latency - loadMs - runMs): queueing counts on both sides, model-time noise between the two hosts does not',
             'every answer is checked: SUCCEEDED, contract output schema, and a known fact (3 faces in sample1, a person, the OCR text, deu, positive, Angela Merkel, charging stations, 12 steps with MAPE < 10)',
           ],
@@ -627,6 +655,7 @@ const services: Bench = async (args) => {
     if (userId) await owner.query('DELETE FROM users WHERE id = $1', [userId]).catch(() => {});
     await owner.query('DELETE FROM nodes WHERE id = $1', [nodeName]).catch(() => {});
     await owner.end().catch(() => {});
+    rmSync(dataDir, { recursive: true, force: true });
   }
 };
 

@@ -12,6 +12,8 @@ import { JobUpdateBus } from './modules/compute/job-updates';
 import { JobsService } from './modules/compute/jobs.service';
 import { OperatorService } from './modules/compute/operator.service';
 import { ServicesService } from './modules/services/services.service';
+import { ImageInputStore } from './modules/services/image-store';
+import { createArtifactStore } from './modules/training/artifact-store';
 import { createBilling, type BillingService } from './modules/billing';
 import { keys } from './platform/queue/messages';
 import { createTraining, type TrainingServices } from './modules/training';
@@ -53,14 +55,16 @@ export async function createApp(env: Env, opts: { log?: Logger; metrics?: Metric
     db, new TokenSigner(jwtKeys(env), env.JWT_KEY_ID, env.JWT_TTL_SECONDS), operatorEmails(env),
   );
   const billing = createBilling(env, db, tenancy, log);
-  const services = new ServicesService(billing.prices);
+  // One artifact store for the process: vision inputs' image bytes and the training module's files.
+  const store = createArtifactStore(env);
+  const services = new ServicesService(billing.prices, {}, new ImageInputStore(store, log));
   // A deployment is resolved by the training module's registry, a service id by the catalog.
   const jobs = new JobsService(db, redis, k, bus, (p, ref, input) =>
     (ref.deployment !== undefined ? training.models.resolveDeployment(p, ref.deployment, input) : services.resolve(p, ref, input)), {
     allowPlainHttpWebhooks: env.NODE_ENV !== 'production',
   });
   jobs.guards.push(billing.guard);
-  const training = createTraining(env, db, redis, k, log, jobs);
+  const training = createTraining(env, db, redis, k, log, jobs, store);
   return {
     env, log, db, redis, metrics, bus,
     rateLimiter: new RateLimiter(redis, env.REDIS_PREFIX),

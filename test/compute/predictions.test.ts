@@ -1,9 +1,12 @@
+import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { Queue } from 'bullmq';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
 import type { Client } from 'pg';
 import { verifyWebhookSignature } from '../../src/modules/compute/webhook-signing';
+import { bullPrefix, keys } from '../../src/platform/queue/messages';
 import { createApiKey, signUpTenant, type TestTenant } from '../support/api';
 import { startCluster, waitFor, type TestCluster } from '../support/cluster';
 import { ownerClient } from '../support/db';
@@ -204,9 +207,6 @@ describe('ledger', () => {
 
 describe('node agent', () => {
   it('a dispatch of a job canceled while it waited on the node ends CANCELED, unstarted and unbilled, its result dropped', async () => {
-    const { randomUUID } = await import('node:crypto');
-    const { Queue } = await import('bullmq');
-    const { bullPrefix, keys } = await import('../../src/platform/queue/messages');
     const prefix = cluster.api.env.REDIS_PREFIX;
     const id = randomUUID();
     // As the API leaves a job canceled after its dispatch was sent: CANCELED in Postgres, the marker in Redis.

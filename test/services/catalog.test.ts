@@ -8,6 +8,10 @@ import { crc32, deflateSync } from 'node:zlib';
 import sharp from 'sharp';
 import { AppError } from '../../src/platform/errors';
 import { classifyAddress, getService, prepareInput, SERVICES, type PreparedImage } from '../../src/modules/services/catalog';
+import { ImageInputStore } from '../../src/modules/services/image-store';
+import { ServicesService } from '../../src/modules/services/services.service';
+import type { ArtifactStore } from '../../src/modules/training/artifact-store';
+import type { Principal } from '../../src/modules/tenancy/principal';
 
 /** Runs prepareInput and returns the BAD_USER_INPUT field it names (fails the test otherwise). */
 async function badField(serviceId: string, raw: unknown, opts?: Parameters<typeof prepareInput>[2]): Promise<{ field: string; message: string }> {
@@ -157,6 +161,58 @@ describe('service catalog', () => {
     await expect(prepareInput('vision.moderate', { image: 'upload:u_123' }, { resolveUpload })).resolves.toMatchObject({ image: { width: 8, height: 8 } });
     expect(resolveUpload).toHaveBeenCalledWith('u_123');
     expect((await badField('vision.moderate', { image: 'upload:missing' }, { resolveUpload })).message).toMatch(/not found/);
+  });
+});
+
+describe('vision inputs through ServicesService with an image store', () => {
+  const tenantId = '6f1c2a9e-3b4d-4c5e-8f70-112233445566';
+  const principal = { tenantId } as Principal;
+  const prices = { unitPriceCents: async () => 1.2 };
+  const memoryStore = () => {
+    const objects = new Map<string, Buffer>();
+    const store = { kind: 'local', put: jest.fn(async (key: string, body: Buffer) => (objects.set(key, body), { bytes: body.length })) };
+    return { objects, store: store as unknown as ArtifactStore & { put: jest.Mock } };
+  };
+
+  it('stores the checked bytes under the caller\'s tenant and puts only a reference in the job input', async () => {
+    const { objects, store } = memoryStore();
+    const services = new ServicesService(prices, {}, new ImageInputStore(store));
+    const bytes = await png(40, 30);
+    const target = await services.resolve(principal, { service: 'vision.ocr' }, { image: `data:image/png;base64,${bytes.toString('base64')}` });
+    expect(target.input).toEqual({
+      language: 'eng',
+      image: { ref: expect.stringMatching(new RegExp(`^inputs/${tenantId}/[0-9a-f-]{36}$`)), mediaType: 'image/png', width: 40, height: 30, bytes: bytes.length },
+    });
+    const ref = (target.input as { image: { ref: string } }).image.ref;
+    expect(objects.get(ref)?.equals(bytes)).toBe(true);
+    expect(store.put).toHaveBeenCalledWith(ref, expect.any(Buffer), { contentType: 'image/png' });
+    // Text services are untouched.
+    await expect(services.resolve(principal, { service: 'language.sentiment' }, { text: 'fine' })).resolves.toMatchObject({ input: { text: 'fine' } });
+    expect(store.put).toHaveBeenCalledTimes(1);
+  });
+
+  it('stores nothing for input that fails a check, and refuses a reference as the image', async () => {
+    const { store } = memoryStore();
+    const services = new ServicesService(prices, {}, new ImageInputStore(store));
+    const bytes = await png(8, 8);
+    const bad: unknown[] = [
+      { image: 'not base64 at all!' },
+      { image: bytes.toString('base64'), extra: 1 },
+      { image: { ref: `inputs/${tenantId}/00000000-0000-4000-8000-000000000001`, mediaType: 'image/png', width: 8, height: 8, bytes: 10 } },
+      { image: { base64: bytes.toString('base64'), mediaType: 'image/png', width: 8, height: 8 } },
+    ];
+    for (const input of bad) {
+      await expect(services.resolve(principal, { service: 'vision.moderate' }, input)).rejects.toMatchObject({ code: 'BAD_USER_INPUT' });
+    }
+    expect(store.put).not.toHaveBeenCalled();
+  });
+
+  it('answers SERVICE_UNAVAILABLE, without the store\'s own message, when the store refuses the write', async () => {
+    const store = { kind: 's3', put: async () => { throw new Error('AccessDenied on bucket nimbus-prod-secret'); } } as unknown as ArtifactStore;
+    const services = new ServicesService(prices, {}, new ImageInputStore(store));
+    const err = await services.resolve(principal, { service: 'vision.moderate' }, { image: (await png(8, 8)).toString('base64') }).catch((e: AppError) => e);
+    expect(err).toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
+    expect((err as AppError).message).not.toMatch(/secret|AccessDenied/);
   });
 });
 

@@ -1,16 +1,28 @@
-import { readFileSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { getService, prepareInput } from '../../src/modules/services/catalog';
+import { ImageInputStore } from '../../src/modules/services/image-store';
+import { checkImage } from '../../src/modules/services/images';
+import { INPUT_KEY_RE, LocalArtifactStore, artifactKeys, checkKey, type ArtifactStore } from '../../src/modules/training/artifact-store';
 import { createRuntimeHost, runsInline, type JobContext, type RunResult, type RuntimeHost } from '../../workers/node-agent/runtimes';
+import { resolveInput } from '../../workers/node-agent/runtimes/inputs';
 import { AIR_PASSENGERS } from '../fixtures/air-passengers';
 
 /** Real models, loaded once for the file; vision/OCR/forecast run in the host's worker threads. */
 let host: RuntimeHost;
+/** The artifact store the host reads stored input images from (a temporary directory). */
+const dataDir = mkdtempSync(join(tmpdir(), 'nimbus-runtimes-test-'));
+const store = new LocalArtifactStore(join(dataDir, 'artifacts'));
 beforeAll(() => {
-  host = createRuntimeHost({ threads: 2 });
+  host = createRuntimeHost({ threads: 2, store });
 });
-afterAll(() => host.close());
+afterAll(async () => {
+  await host.close();
+  rmSync(dataDir, { recursive: true, force: true });
+});
 
 const ctx = (over: Partial<JobContext> = {}): JobContext => ({
   signal: new AbortController().signal,
@@ -95,6 +107,80 @@ describe('vision', () => {
     expect(output.lines[0]?.box.y).toBeLessThan(output.lines[1]?.box.y ?? 0);
     expect(output.confidence).toBeGreaterThan(80);
     expect(progress.length).toBeGreaterThan(0);
+  });
+});
+
+describe('stored input images (image: { ref }, as the API submits jobs)', () => {
+  const tenantId = randomUUID();
+  const images = new ImageInputStore(store);
+  const stored = async (base64: string) => images.put(tenantId, await checkImage(base64));
+
+  it('keys inputs under the tenant, in a shape checkKey accepts and the node recognises', async () => {
+    const ref = await stored(sample(1));
+    expect(ref).toEqual({ ref: expect.stringMatching(new RegExp(`^inputs/${tenantId}/[0-9a-f-]{36}$`)), mediaType: 'image/jpeg', width: 1920, height: 1280, bytes: 144516 });
+    expect(checkKey(ref.ref)).toBe(ref.ref);
+    expect(INPUT_KEY_RE.test(artifactKeys.input(tenantId, randomUUID()))).toBe(true);
+    for (const bad of ['inputs/x/y', `tenants/${tenantId}/datasets/d/uploads/u`, `inputs/${tenantId}/../${randomUUID()}`, `inputs/${tenantId}/${randomUUID()}/more`]) {
+      expect({ bad, ok: INPUT_KEY_RE.test(bad) }).toEqual({ bad, ok: false });
+    }
+    expect((await store.get(ref.ref)).equals(Buffer.from(sample(1), 'base64'))).toBe(true);
+  });
+
+  it('answers a stored reference exactly as the inline image (moderation and OCR)', async () => {
+    const inline = await call<{ labels: unknown[] }>('vision.moderate', { image: sample(1) });
+    const fromStore = await host.run('vision.moderate', { image: await stored(sample(1)) }, ctx());
+    expect(fromStore.output).toEqual(inline.output);
+    const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="700" height="160"><rect width="100%" height="100%" fill="white"/>
+      <text x="30" y="90" font-family="DejaVu Sans, sans-serif" font-size="48">Stored 2024 input</text></svg>`;
+    const png = (await sharp(Buffer.from(svg)).png().toBuffer()).toString('base64');
+    const ocr = await host.run('vision.ocr', { image: await stored(png), language: 'eng' }, ctx());
+    expect((ocr.output as { text: string }).text).toBe('Stored 2024 input');
+  });
+
+  it('loads the bytes into an ArrayBuffer of their own, to be moved to the thread, and leaves other inputs alone', async () => {
+    const ref = await stored(sample(2));
+    const { input, transfer } = await resolveInput({ image: ref }, () => store);
+    const image = (input as { image: { data: Uint8Array; ref?: string; bytes?: number } }).image;
+    expect(image).toEqual({ data: expect.any(Uint8Array), mediaType: 'image/jpeg', width: ref.width, height: ref.height });
+    expect(image.data.byteLength).toBe(ref.bytes);
+    expect(image.data.buffer.byteLength).toBe(ref.bytes);
+    expect(transfer).toEqual([image.data.buffer]);
+    // A small object may come back as a slice of Node's shared buffer pool, which must never be transferred.
+    const pooled = Buffer.from('tiny');
+    expect(pooled.buffer.byteLength).toBeGreaterThan(pooled.length);
+    const tiny = await resolveInput({ image: { ref: artifactKeys.input(tenantId, randomUUID()), bytes: 4 } }, () => ({ get: async () => pooled }) as unknown as ArtifactStore);
+    const data = (tiny.input as { image: { data: Uint8Array } }).image.data;
+    expect({ bytes: Buffer.from(data).toString(), own: data.buffer.byteLength, transferred: tiny.transfer[0] === data.buffer }).toEqual({ bytes: 'tiny', own: 4, transferred: true });
+    const inline = { image: { base64: sample(3), mediaType: 'image/jpeg', width: 1, height: 1 } };
+    for (const other of [inline, { text: 'hello' }, null]) expect(await resolveInput(other, () => store)).toEqual({ input: other, transfer: [] });
+  });
+
+  it('fails a reference whose object is gone with INPUT_EXPIRED, and keeps serving', async () => {
+    const ref = await stored(sample(1));
+    await store.delete(ref.ref);
+    await expect(host.run('vision.moderate', { image: ref }, ctx())).rejects.toMatchObject({ code: 'INPUT_EXPIRED', message: expect.stringMatching(/no longer stored/) });
+    const again = await host.run('vision.moderate', { image: await stored(sample(1)) }, ctx());
+    expect((again.output as { labels: Array<{ label: string }> }).labels[0]?.label).toBe('neutral');
+  });
+
+  it('refuses references outside the inputs namespace without reading the store, and hides store errors', async () => {
+    const reads: string[] = [];
+    const spy = { get: async (k: string) => { reads.push(k); throw new Error('secret bucket nimbus-prod-eu at 10.0.0.7 refused'); } } as unknown as ArtifactStore;
+    const other = createRuntimeHost({ threads: 1, services: ['vision.moderate'], store: spy });
+    try {
+      for (const ref of ['../../etc/passwd', `tenants/${tenantId}/datasets/d/uploads/u`, 42]) {
+        await expect(other.run('vision.moderate', { image: { ref, mediaType: 'image/png', width: 1, height: 1, bytes: 1 } }, ctx()))
+          .rejects.toMatchObject({ code: 'INVALID_INPUT' });
+      }
+      expect(reads).toEqual([]);
+      const ref = artifactKeys.input(tenantId, randomUUID());
+      const err = await other.run('vision.moderate', { image: { ref, mediaType: 'image/png', width: 1, height: 1, bytes: 1 } }, ctx()).catch((e: Error) => e);
+      expect(err).toMatchObject({ code: 'INPUT_UNAVAILABLE' });
+      expect((err as Error).message).not.toMatch(/secret|10\.0\.0\.7/);
+      expect(reads).toEqual([ref]);
+    } finally {
+      await other.close();
+    }
   });
 });
 

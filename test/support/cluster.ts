@@ -1,4 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLogger } from '../../src/platform/logger';
 import { startControlPlane, type ControlPlane } from '../../src/modules/compute/control-plane/control-plane';
@@ -31,7 +33,11 @@ export async function startCluster(opts: {
   redisUrl?: string;
 } = {}): Promise<TestCluster> {
   const redisOverride: Record<string, string> = opts.redisUrl ? { REDIS_URL: opts.redisUrl } : {};
-  const api = await startTestApi({ ...opts.apiOverrides, ...redisOverride });
+  // API, control plane and agents share one artifact store (vision inputs, datasets, models): a
+  // temporary one, removed on close, unless the caller brings its own DATA_DIR.
+  const ownDataDir = opts.apiOverrides?.DATA_DIR ? null : mkdtempSync(join(tmpdir(), 'nimbus-cluster-test-'));
+  const api = await startTestApi({ ...(ownDataDir ? { DATA_DIR: ownDataDir } : {}), ...opts.apiOverrides, ...redisOverride });
+  const agentEnv = { ...redisOverride, DATA_DIR: api.env.DATA_DIR };
   const cp = await startControlPlane(api.env, {
     log: createLogger(process.env.TEST_CP_LOG ?? 'silent'), metrics: api.app.metrics, settings: { ...FAST_SETTINGS, ...opts.settings, webhookAllowPrivate: true },
   });
@@ -41,7 +47,7 @@ export async function startCluster(opts: {
     api, cp, agents,
     async startAgent(name, devices = 1) {
       const child = spawn(process.execPath, [AGENT_MAIN, '--name', name, '--hardware', 'CPU', '--devices', String(devices)], {
-        env: await childEnv(redisOverride), stdio: ['ignore', 'ignore', 'inherit'],
+        env: await childEnv(agentEnv), stdio: ['ignore', 'ignore', 'inherit'],
       });
       agents.set(name, child);
       await waitFor(() => cp.monitor.nodeInfo(name) !== null, 20_000, `node ${name} to register`);
@@ -60,6 +66,7 @@ export async function startCluster(opts: {
       await training.stop();
       await cp.stop();
       await api.close();
+      if (ownDataDir) rmSync(ownDataDir, { recursive: true, force: true });
     },
   };
   for (const a of opts.agents ?? []) await cluster.startAgent(a.name, a.devices);

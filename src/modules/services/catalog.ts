@@ -6,7 +6,7 @@ import { parseWith, type PrepareOptions } from './inputs';
 import * as s from './schemas';
 
 export type { PrepareOptions } from './inputs';
-export type { PreparedImage, ImageMediaType } from './images';
+export type { PreparedImage, ImageMediaType, ImageRef } from './images';
 export { classifyAddress, isPublicAddress, type AddressClass } from './ip-policy';
 
 export type ServiceKind = 'VISION' | 'LANGUAGE' | 'FORECAST' | 'SYSTEM';

@@ -8,12 +8,36 @@ export const IMAGE_FETCH_TIMEOUT_MS = 5_000;
 
 export type ImageMediaType = 'image/jpeg' | 'image/png' | 'image/webp';
 
-/** The normalised image a node runtime receives (width/height after EXIF orientation). */
+/** The normalised image a node runtime receives inline (width/height after EXIF orientation). */
 export interface PreparedImage {
   base64: string;
   mediaType: ImageMediaType;
   width: number;
   height: number;
+}
+
+/** A checked image as bytes, before it is inlined (PreparedImage) or stored (ImageRef). */
+export interface CheckedImage {
+  buffer: Buffer;
+  /** The client's own base64 when it was standard base64 already (saves re-encoding). */
+  base64?: string;
+  mediaType: ImageMediaType;
+  width: number;
+  height: number;
+}
+
+/**
+ * What a job's input holds instead of the bytes when the API stored them in the artifact store:
+ * `ref` is a server-generated key under the tenant's namespace (`inputs/<tenantId>/<uuid>`), never
+ * one a client named. The node loads the bytes from the store before inference.
+ */
+export interface ImageRef {
+  ref: string;
+  mediaType: ImageMediaType;
+  width: number;
+  height: number;
+  /** Size of the stored object, checked by the node when it loads it. */
+  bytes: number;
 }
 
 export interface ImageSourceOptions {
@@ -30,8 +54,14 @@ export interface ImageSourceOptions {
 const FORMATS: Record<string, ImageMediaType> = { jpeg: 'image/jpeg', png: 'image/png', webp: 'image/webp' };
 const FIELD = 'input.image';
 
-/** Turns the client's `image` string (base64, data URL, https URL, upload:<id>) into checked bytes. */
+/** Turns the client's `image` string (base64, data URL, https URL, upload:<id>) into checked base64. */
 export async function prepareImage(value: string, opts: ImageSourceOptions = {}, field = FIELD): Promise<PreparedImage> {
+  const { buffer, base64, mediaType, width, height } = await checkImage(value, opts, field);
+  return { base64: base64 ?? buffer.toString('base64'), mediaType, width, height };
+}
+
+/** Turns the client's `image` string into checked bytes: size, decodable header, media type, pixel count. */
+export async function checkImage(value: string, opts: ImageSourceOptions = {}, field = FIELD): Promise<CheckedImage> {
   const { buffer, base64 } = await loadBytes(value.trim(), opts, field);
   if (buffer.length === 0) throw badInput(field, 'image is empty');
   if (buffer.length > MAX_IMAGE_BYTES) throw badInput(field, `image is too large (${buffer.length} bytes; the limit is ${MAX_IMAGE_BYTES})`);
@@ -49,7 +79,7 @@ export async function prepareImage(value: string, opts: ImageSourceOptions = {},
   if (width * height > MAX_IMAGE_PIXELS) {
     throw badInput(field, `image is too large (${width}x${height}; the limit is ${MAX_IMAGE_PIXELS / 1e6} megapixels)`);
   }
-  return { base64: base64 ?? buffer.toString('base64'), mediaType, width, height };
+  return { buffer, base64, mediaType, width, height };
 }
 
 async function loadBytes(value: string, opts: ImageSourceOptions, field: string): Promise<{ buffer: Buffer; base64?: string }> {

@@ -1,8 +1,14 @@
 import type { z } from 'zod';
 import { badInput } from '../../platform/errors';
-import { prepareImage, type ImageSourceOptions } from './images';
+import { checkImage, prepareImage, type CheckedImage, type ImageRef, type ImageSourceOptions } from './images';
 
-export type PrepareOptions = ImageSourceOptions;
+export interface PrepareOptions extends ImageSourceOptions {
+  /**
+   * Stores a checked image and returns the reference the job's input holds instead of its bytes.
+   * Without it the image is inlined as base64 (the runtime's direct callers: tests, benchmarks).
+   */
+  storeImage?: (image: CheckedImage) => Promise<ImageRef>;
+}
 
 type PathKey = PropertyKey;
 
@@ -27,12 +33,18 @@ export function toBadInput(error: z.ZodError) {
   return badInput(fieldPath(issue.path), issue.message);
 }
 
-/** Parses raw input with a strict schema and resolves the `image` field when the schema has one. */
+/**
+ * Parses raw input with a strict schema and resolves the `image` field when the schema has one.
+ * The schema takes only a string there, so a client can never hand in a stored reference itself;
+ * the image is stored (opts.storeImage) only after every check passed.
+ */
 export async function parseWith<S extends z.ZodType>(schema: S, raw: unknown, opts: PrepareOptions, hasImage: boolean): Promise<unknown> {
   const parsed = schema.safeParse(raw ?? {});
   if (!parsed.success) throw toBadInput(parsed.error);
   const value = parsed.data as Record<string, unknown>;
   if (!hasImage) return value;
-  const image = await prepareImage(String(value.image), opts);
+  const image = opts.storeImage
+    ? await opts.storeImage(await checkImage(String(value.image), opts))
+    : await prepareImage(String(value.image), opts);
   return { ...value, image };
 }

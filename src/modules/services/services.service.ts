@@ -2,6 +2,7 @@ import { badInput, notFound } from '../../platform/errors';
 import type { ResolvedTarget } from '../compute/jobs.service';
 import type { Principal } from '../tenancy/principal';
 import { SERVICES, getService, prepareInput, type PrepareOptions } from './catalog';
+import type { ImageInputStore } from './image-store';
 
 /** Price of a usage minute for (job kind, hardware); implemented by billing's price book. */
 export interface PriceSource {
@@ -10,7 +11,12 @@ export interface PriceSource {
 
 /** The pre-tuned service catalog as the API serves it, and service references resolved to jobs. */
 export class ServicesService {
-  constructor(private readonly prices: PriceSource, private readonly prepare: PrepareOptions = {}) {}
+  constructor(
+    private readonly prices: PriceSource,
+    private readonly prepare: PrepareOptions = {},
+    /** Where vision inputs' bytes go (the job's input then holds a reference); without it they are inlined as base64. */
+    private readonly images?: ImageInputStore,
+  ) {}
 
   async list() {
     return Promise.all(SERVICES.map(async (s) => {
@@ -23,12 +29,19 @@ export class ServicesService {
     }));
   }
 
-  /** Validates a predict call's service and input; deployments are resolved by the training module. */
-  async resolve(_p: Principal, ref: { service?: string; deployment?: string }, input: unknown): Promise<ResolvedTarget> {
+  /**
+   * Validates a predict call's service and input; deployments are resolved by the training module.
+   * A vision input's image is stored under the caller's tenant once it has passed every check. A
+   * call that is then refused (spend limit, payment) or repeats an idempotency key leaves that object
+   * unreferenced: it is not deleted here (see README, image inputs).
+   */
+  async resolve(p: Principal, ref: { service?: string; deployment?: string }, input: unknown): Promise<ResolvedTarget> {
     if (ref.deployment !== undefined) throw notFound('Deployment');
     const service = getService(ref.service!);
     if (!service) throw badInput('input.service', `unknown service "${ref.service}"; see the services query`);
-    return { service: service.id, input: await prepareInput(service.id, input, this.prepare), hardware: service.hardware, devices: 1 };
+    const images = this.images;
+    const opts: PrepareOptions = images ? { ...this.prepare, storeImage: (img) => images.put(p.tenantId, img) } : this.prepare;
+    return { service: service.id, input: await prepareInput(service.id, input, opts), hardware: service.hardware, devices: 1 };
   }
 }
 

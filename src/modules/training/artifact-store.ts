@@ -7,10 +7,12 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
 /**
- * Where datasets, model artifacts and training checkpoints live: a local directory (default) or an
- * S3-compatible bucket (MinIO in docker-compose). The API writes uploads, node agents read datasets
- * and write models and checkpoints; nothing here touches the database, so node agents may import it.
- * Keys are `/`-separated, namespaced by tenant id (`tenants/<tenantId>/...`).
+ * Where datasets, model artifacts, training checkpoints and prediction input images live: a local
+ * directory (default) or an S3-compatible bucket (MinIO in docker-compose). The API writes uploads and
+ * input images, node agents read datasets and input images and write models and checkpoints; nothing
+ * here touches the database, so node agents may import it. Keys are `/`-separated, namespaced by
+ * tenant id (`tenants/<tenantId>/...`, and `inputs/<tenantId>/...` for input images, under one prefix
+ * so that a bucket lifecycle rule can expire them).
  */
 export interface ArtifactStore {
   readonly kind: 'local' | 's3';
@@ -69,7 +71,13 @@ export const artifactKeys = {
   upload: (tenantId: string, datasetId: string, uploadId: string) => `tenants/${tenantId}/datasets/${datasetId}/uploads/${uploadId}`,
   trialModel: (tenantId: string, trainingJobId: string, trial: number) => `tenants/${tenantId}/training/${trainingJobId}/trial-${trial}/model.json`,
   trialCheckpoint: (tenantId: string, trainingJobId: string, trial: number) => `tenants/${tenantId}/training/${trainingJobId}/trial-${trial}/checkpoint.json`,
+  /** A prediction's input image, written by the API, read by the node, deleted with the job's input by retention. */
+  input: (tenantId: string, inputId: string) => `inputs/${tenantId}/${inputId}`,
 };
+
+const UUID = '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}';
+/** `inputs/<tenant uuid>/<uuid>`: the only shape of key a job's image reference may have. */
+export const INPUT_KEY_RE = new RegExp(`^inputs/${UUID}/${UUID}$`);
 
 /** Files under a root directory; writes go to a temporary file renamed into place (atomic). */
 export class LocalArtifactStore implements ArtifactStore {
@@ -96,6 +104,7 @@ export class LocalArtifactStore implements ArtifactStore {
       await rm(tmp, { force: true });
       throw err;
     }
+    if (Buffer.isBuffer(body)) return { bytes: body.length };
     return { bytes: (await stat(file)).size };
   }
 

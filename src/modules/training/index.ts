@@ -4,7 +4,7 @@ import type { Env } from '../../config/env';
 import type { Database } from '../../platform/db/database';
 import type { keys } from '../../platform/queue/messages';
 import type { JobsService } from '../compute/jobs.service';
-import { createArtifactStore } from './artifact-store';
+import { createArtifactStore, type ArtifactStore } from './artifact-store';
 import { DatasetsService } from './datasets.service';
 import { ModelsService } from './models.service';
 import { TrainingService } from './training.service';
@@ -18,8 +18,9 @@ export interface TrainingServices {
 }
 
 /** Wires datasets, training and the model registry over the app's database, Redis and jobs. */
-export function createTraining(env: Env, db: Database, redis: Redis, k: ReturnType<typeof keys>, log: Logger, jobs: JobsService): TrainingServices {
-  const store = createArtifactStore(env);
+export function createTraining(
+  env: Env, db: Database, redis: Redis, k: ReturnType<typeof keys>, log: Logger, jobs: JobsService, store: ArtifactStore = createArtifactStore(env),
+): TrainingServices {
   const datasets = new DatasetsService(db, store, new UploadSigner(env.JWT_SECRET), { publicUrl: env.PUBLIC_URL, maxBytes: env.UPLOAD_MAX_BYTES });
   return {
     datasets,

@@ -1,5 +1,8 @@
+import type { ArtifactStore } from '../../../src/modules/training/artifact-store';
+import { resolveInput } from './inputs';
 import { compiledSibling } from './paths';
 import { ThreadPool } from './pool';
+import { artifactStore } from './training/store';
 import { RUNTIMES, runTimed, runtimeFor } from './registry';
 import { canceled, RuntimeError, type JobContext, type RunResult, type RuntimeHost } from './types';
 
@@ -11,6 +14,8 @@ export interface RuntimeHostOptions {
   threads?: number;
   /** Services this host serves (default: all). */
   services?: string[];
+  /** Where stored input images (`image: { ref }`) are read (default: this process's, from DATA_DIR / S3_*). */
+  store?: ArtifactStore;
 }
 
 /**
@@ -34,17 +39,21 @@ export function createRuntimeHost(opts: RuntimeHostOptions = {}): RuntimeHost {
   const served = new Set(opts.services ?? Object.keys(RUNTIMES));
   for (const id of served) runtimeFor(id); // unknown ids fail fast
   const pool = new ThreadPool(compiledSibling(__filename, 'thread'), Math.max(1, opts.threads ?? 2));
+  const store = () => opts.store ?? artifactStore();
   let closed = false;
 
   async function run(serviceId: string, input: unknown, ctx: JobContext): Promise<RunResult> {
     if (closed) throw new RuntimeError('HOST_CLOSED', 'runtime host is closed');
     if (!served.has(serviceId)) throw new RuntimeError('UNKNOWN_SERVICE', `this node does not serve ${serviceId}`);
     if (ctx.signal.aborted) throw canceled();
-    if (runsInline(serviceId, input)) {
-      const r = await runTimed(serviceId, input, ctx);
+    // A stored input image is read here, on the host's thread, and moved (not copied) to the worker thread.
+    const { input: resolved, transfer } = await resolveInput(input, store);
+    if (ctx.signal.aborted) throw canceled();
+    if (runsInline(serviceId, resolved)) {
+      const r = await runTimed(serviceId, resolved, ctx);
       return { output: r.output, metrics: { loadMs: r.loadMs, runMs: r.runMs, queueMs: 0 } };
     }
-    const r = await pool.run(serviceId, input, ctx);
+    const r = await pool.run(serviceId, resolved, ctx, transfer);
     return { output: r.output, metrics: { loadMs: r.loadMs, runMs: r.runMs, queueMs: r.queueMs } };
   }
 

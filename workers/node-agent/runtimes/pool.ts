@@ -14,6 +14,8 @@ interface Job {
   id: number;
   serviceId: string;
   input: unknown;
+  /** Buffers of `input` moved to the thread rather than copied (each job is posted once). */
+  transfer: ArrayBuffer[];
   ctx: JobContext;
   queuedAt: number;
   startedAt?: number;
@@ -48,11 +50,12 @@ export class ThreadPool {
     private readonly size: number,
   ) {}
 
-  run(serviceId: string, input: unknown, ctx: JobContext): Promise<PoolResult> {
+  /** `transfer`: ArrayBuffers inside `input` the thread takes over (detached here once posted). */
+  run(serviceId: string, input: unknown, ctx: JobContext, transfer: ArrayBuffer[] = []): Promise<PoolResult> {
     if (this.closed) return Promise.reject(new RuntimeError('HOST_CLOSED', 'runtime host is closed'));
     if (ctx.signal.aborted) return Promise.reject(canceled());
     return new Promise<PoolResult>((resolve, reject) => {
-      const job: Job = { id: this.nextId++, serviceId, input, ctx, queuedAt: performance.now(), settled: false, resolve, reject };
+      const job: Job = { id: this.nextId++, serviceId, input, transfer, ctx, queuedAt: performance.now(), settled: false, resolve, reject };
       job.onAbort = () => this.abort(job);
       ctx.signal.addEventListener('abort', job.onAbort, { once: true });
       this.queue.push(job);
@@ -106,8 +109,8 @@ export class ThreadPool {
     else slot.worker.unref();
   }
 
-  private post(slot: Slot, m: ToThread) {
-    slot.worker.postMessage(m);
+  private post(slot: Slot, m: ToThread, transfer: ArrayBuffer[] = []) {
+    slot.worker.postMessage(m, transfer);
   }
 
   private dispatch(): void {
@@ -128,7 +131,7 @@ export class ThreadPool {
       slot.job = job;
       job.startedAt = performance.now();
       this.hold(slot, 1);
-      this.post(slot, { type: 'run', id: job.id, serviceId: job.serviceId, input: job.input });
+      this.post(slot, { type: 'run', id: job.id, serviceId: job.serviceId, input: job.input }, job.transfer);
     }
   }
 

@@ -22,14 +22,22 @@ export interface RunResult {
 }
 
 export interface RuntimeHost {
-  /** `input` is what prepareInput produced. */
+  /**
+   * `input` is what prepareInput produced: an image inline as `{ base64, ... }`, or, as the API
+   * submits jobs, `{ ref, ... }` naming the bytes in the artifact store, which the host loads first.
+   */
   run(serviceId: string, input: unknown, ctx: JobContext): Promise<RunResult>;
   /** Preloads models (all services when omitted). */
   warm(serviceIds?: string[]): Promise<void>;
   close(): Promise<void>;
 }
 
-export type RuntimeErrorCode = 'JOB_FAILED' | 'CANCELED' | 'MODEL_ERROR' | 'INVALID_INPUT' | 'UNKNOWN_SERVICE' | 'HOST_CLOSED';
+export type RuntimeErrorCode =
+  | 'JOB_FAILED' | 'CANCELED' | 'MODEL_ERROR' | 'INVALID_INPUT' | 'UNKNOWN_SERVICE' | 'HOST_CLOSED'
+  /** The job's stored input image is gone from the artifact store (deleted by retention, or lost). */
+  | 'INPUT_EXPIRED'
+  /** The artifact store could not be read (down, misconfigured): the input may still be there. */
+  | 'INPUT_UNAVAILABLE';
 
 /** The one error type runtimes throw; `code` is what the agent records on the job. */
 export class RuntimeError extends Error {

@@ -14,6 +14,7 @@ import { Recorder } from './recorder';
 import { Scheduler } from './scheduler';
 import { WebhookSender } from './webhooks';
 import { startBillingWorker, type BillingWorker } from '../../billing/billing-worker';
+import { createArtifactStore } from '../../training/artifact-store';
 
 export interface ControlPlane {
   cx: ControlPlaneContext;
@@ -70,7 +71,8 @@ export async function startControlPlane(
   const scheduler = new Scheduler(cx);
   const monitor = new NodeMonitor(cx, scheduler, announcer);
   const recorder = new Recorder(cx, scheduler, announcer);
-  const reconciler = new Reconciler(cx, scheduler, monitor, announcer);
+  // Retention deletes jobs' stored input images with their inputs.
+  const reconciler = new Reconciler(cx, scheduler, monitor, announcer, createArtifactStore(env));
   scheduler.onCanceled = async (jobId) => {
     const [row] = await db.query(`SELECT ${ANNOUNCE_COLUMNS} FROM jobs WHERE id = $1`, [jobId]);
     if (row) await announcer.announce(row);

@@ -1,7 +1,14 @@
+import type { ArtifactStore } from '../../training/artifact-store';
 import { ANNOUNCE_COLUMNS, type Announcer, type AnnounceRow } from './announcer';
 import type { ControlPlaneContext } from './context';
 import type { NodeMonitor } from './node-monitor';
 import type { Scheduler } from './scheduler';
+
+const INPUT_DELETE_CONCURRENCY = 8;
+/** A failed deletion is tried again after this long (a store that is down is not hammered every tick). */
+const INPUT_DELETE_RETRY_MS = 30_000;
+/** Failed deletions kept for retrying; beyond this (a store down for long) they are logged and given up. */
+const MAX_FAILED_INPUT_DELETES = 100_000;
 
 /**
  * Periodically makes Redis-side state agree with Postgres, the source of truth: queued jobs the
@@ -17,7 +24,16 @@ export class Reconciler {
     private readonly scheduler: Scheduler,
     private readonly monitor: NodeMonitor,
     private readonly announcer: Announcer,
+    /** Where jobs' stored input images live; retention deletes them with the inputs (none: nothing to delete). */
+    private readonly store: ArtifactStore | null = null,
   ) {}
+
+  /** Stored input images whose job's input retention has cleared, not yet deleted (deleted in the background). */
+  private readonly expiredInputs = new Set<string>();
+  /** Deletions that failed, retried on a later tick (not before `retryFailedAt`). */
+  private readonly failedInputs = new Set<string>();
+  private retryFailedAt = 0;
+  private deleting: Promise<void> | null = null;
 
   start(): void {
     this.timer = setInterval(() => void this.tick(), this.cx.settings.reconcileIntervalMs);
@@ -25,6 +41,11 @@ export class Reconciler {
 
   stop(): void {
     if (this.timer) clearInterval(this.timer);
+  }
+
+  /** Resolves once the stored inputs retention has cleared so far are deleted, or have failed (tests). */
+  async drainExpiredInputs(): Promise<void> {
+    while (this.deleting) await this.deleting;
   }
 
   async tick(): Promise<void> {
@@ -35,12 +56,71 @@ export class Reconciler {
       await this.adoptQueued();
       await this.redispatchStuck();
       await this.abandonOrphans();
-      await this.cx.db.query(`UPDATE jobs SET input = NULL, output = NULL, data_expires_at = NULL WHERE data_expires_at < now()`);
+      await this.expireData();
       await this.nodeMetrics();
     } catch (err) {
       this.cx.log.warn({ err: (err as Error).message }, 'reconcile tick failed');
     } finally {
       this.busy = false;
+    }
+  }
+
+  /**
+   * Retention: inputs and outputs of jobs whose data has expired are deleted, and so are the input
+   * images they stored in the artifact store. The statement returns the references the inputs held
+   * (`o` is the row before the update); the objects are deleted off the tick, a few at a time, so a
+   * slow or failing store never holds up reconciliation. A failed deletion is logged and retried on
+   * later ticks, every 30 s (in memory: a control plane restart forgets it, and the object stays
+   * until a bucket lifecycle rule on `inputs/` expires it).
+   */
+  private async expireData(): Promise<void> {
+    // Jobs ended without the recorder (cancel, deadline, lost nodes, training) get their expiry here.
+    await this.cx.db.query(
+      `UPDATE jobs SET data_expires_at = COALESCE(completed_at, now()) + make_interval(secs => $1)
+        WHERE data_expires_at IS NULL AND status IN ('SUCCEEDED','FAILED','CANCELED') AND (input IS NOT NULL OR output IS NOT NULL)`,
+      [this.cx.settings.dataRetentionSeconds],
+    );
+    const [rows] = (await this.cx.db.query(
+      `UPDATE jobs j SET input = NULL, output = NULL, data_expires_at = NULL
+         FROM jobs o
+        WHERE o.id = j.id AND j.data_expires_at < now()
+       RETURNING o.input #>> '{image,ref}' AS ref`,
+    )) as [Array<{ ref: string | null }>, number];
+    if (!this.store) return;
+    for (const r of rows) if (r.ref) this.expiredInputs.add(r.ref);
+    if (this.failedInputs.size && Date.now() >= this.retryFailedAt) {
+      for (const ref of this.failedInputs) this.expiredInputs.add(ref);
+      this.failedInputs.clear();
+    }
+    if (this.expiredInputs.size && !this.deleting) {
+      this.deleting = this.deleteExpiredInputs().finally(() => {
+        this.deleting = null;
+      });
+    }
+  }
+
+  private async deleteExpiredInputs(): Promise<void> {
+    const store = this.store!;
+    let failed = 0;
+    let firstError = '';
+    const worker = async () => {
+      for (;;) {
+        const ref = this.expiredInputs.values().next().value as string | undefined;
+        if (ref === undefined) return;
+        this.expiredInputs.delete(ref);
+        try {
+          await store.delete(ref);
+        } catch (err) {
+          failed++;
+          firstError ||= (err as Error).message;
+          if (this.failedInputs.size < MAX_FAILED_INPUT_DELETES) this.failedInputs.add(ref);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: INPUT_DELETE_CONCURRENCY }, worker));
+    if (failed) {
+      this.retryFailedAt = Date.now() + INPUT_DELETE_RETRY_MS;
+      this.cx.log.warn({ failed, retrying: this.failedInputs.size, err: firstError }, 'deleting expired input images failed; retrying on a later tick');
     }
   }
 

@@ -2,13 +2,12 @@ import sharp from 'sharp';
 import { RuntimeError } from '../types';
 import { tf } from './tf';
 
-/** What prepareInput puts in `input.image`. */
-export interface ImagePayload {
-  base64: string;
-  mediaType: string;
-  width: number;
-  height: number;
-}
+/**
+ * `input.image` as a runtime sees it: base64 (prepareInput without a store: the direct callers), or
+ * the bytes themselves, which the runtime host loaded from the artifact store for a stored
+ * reference (`{ ref }`, as the API submits jobs) and handed to this thread without a copy.
+ */
+export type ImagePayload = { mediaType: string; width: number; height: number } & ({ base64: string } | { data: Uint8Array });
 
 export interface RgbImage {
   data: Buffer;
@@ -17,8 +16,11 @@ export interface RgbImage {
 }
 
 export function imageBytes(image: ImagePayload): Buffer {
-  if (!image || typeof image.base64 !== 'string') throw new RuntimeError('INVALID_INPUT', 'input.image is missing; run prepareInput first');
-  return Buffer.from(image.base64, 'base64');
+  const i = image as Partial<{ base64: unknown; data: unknown; ref: unknown }> | null;
+  if (i && i.data instanceof Uint8Array) return Buffer.from(i.data.buffer, i.data.byteOffset, i.data.byteLength);
+  if (i && typeof i.base64 === 'string') return Buffer.from(i.base64, 'base64');
+  if (i && typeof i.ref === 'string') throw new RuntimeError('INVALID_INPUT', 'input.image is a stored reference: run it through the runtime host, which loads it');
+  throw new RuntimeError('INVALID_INPUT', 'input.image is missing; run prepareInput first');
 }
 
 /** Decodes to raw RGB (EXIF orientation applied), optionally resized to exactly w x h. */
