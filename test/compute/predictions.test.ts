@@ -262,6 +262,26 @@ describe('recorder faults', () => {
 });
 
 describe('subscriptions', () => {
+  it('a terminal update lost in pub/sub does not hang a subscription: it reads the job again when idle', async () => {
+    const jobs = cluster.api.app.services.jobs;
+    const principal = await cluster.api.app.services.tenancy.authenticate(a.token);
+    const p = (await gql(PREDICT, echo({ sleepMs: 30_000 }, { wait: 0 }), a)).data.predict;
+    const abort = new AbortController();
+    const seen: string[] = [];
+    const consumed = (async () => {
+      for await (const v of jobs.updates({ principal }, p.id, 'PREDICTION', abort.signal, 200)) seen.push(v.status);
+    })();
+    await waitFor(() => seen.length > 0, 5_000, 'the first view');
+    // Ended behind pub/sub's back, as if the announcement had been published while the API reconnected.
+    await owner.query(`UPDATE jobs SET status = 'CANCELED', completed_at = now() WHERE id = $1`, [p.id]);
+    await Promise.race([consumed, new Promise((_, rej) => setTimeout(() => rej(new Error('subscription still open')), 5_000))]);
+    abort.abort();
+    expect(seen[0]).not.toBe('CANCELED');
+    expect(seen[seen.length - 1]).toBe('CANCELED');
+    // The node stops the sleeper (the row is already terminal, so the API would not tell it).
+    await cluster.cp.cx.redis.publish(keys(cluster.api.env.REDIS_PREFIX).cancel, JSON.stringify({ jobId: p.id }));
+  });
+
   it('pushes updates of a prediction until it ends, and refuses a connection without credentials', async () => {
     const url = cluster.api.server.url.replace('http', 'ws');
     const client = createClient({ url, webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${a.token}` }, retryAttempts: 0 });

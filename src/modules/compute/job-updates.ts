@@ -58,8 +58,14 @@ export class JobUpdateBus {
     };
   }
 
-  /** An async iterator of updates for one job (GraphQL subscriptions). */
-  async *stream(jobId: string, signal?: AbortSignal): AsyncGenerator<JobUpdate> {
+  /**
+   * An async iterator of updates for one job (GraphQL subscriptions). With `idleMs`, it yields
+   * `null` after that long without an update (the reader may look for itself: pub/sub drops what
+   * is published while the subscriber reconnects).
+   */
+  stream(jobId: string, signal?: AbortSignal): AsyncGenerator<JobUpdate>;
+  stream(jobId: string, signal: AbortSignal | undefined, idleMs: number): AsyncGenerator<JobUpdate | null>;
+  async *stream(jobId: string, signal?: AbortSignal, idleMs?: number): AsyncGenerator<JobUpdate | null> {
     const queue: JobUpdate[] = [];
     let wake: (() => void) | null = null;
     const off = this.on(jobId, (u) => {
@@ -70,8 +76,17 @@ export class JobUpdateBus {
     signal?.addEventListener('abort', abort);
     try {
       while (!signal?.aborted) {
-        if (queue.length === 0) await new Promise<void>((r) => (wake = r));
+        if (queue.length === 0) {
+          let timer: NodeJS.Timeout | undefined;
+          await new Promise<void>((r) => {
+            wake = r;
+            if (idleMs !== undefined) timer = setTimeout(r, idleMs);
+          });
+          clearTimeout(timer);
+        }
         wake = null;
+        if (signal?.aborted) break;
+        if (queue.length === 0) yield null; // idle
         while (queue.length) yield queue.shift()!;
       }
     } finally {

@@ -40,6 +40,8 @@ export type AdmissionGuard = (tenantId: string, job: NewJob) => Promise<void>;
 export type TargetResolver = (caller: Principal, ref: { service?: string; deployment?: string }, input: unknown) => Promise<ResolvedTarget>;
 
 const WEBHOOK_EVENTS = ['STARTED', 'PROGRESS'] as const;
+/** A subscription with no update for this long reads its job again (a pub/sub message may be lost). */
+const UPDATES_RECHECK_MS = 5000;
 
 const predictSchema = z
   .strictObject({
@@ -184,15 +186,22 @@ export class JobsService {
     return toView(rows[0]);
   }
 
-  /** Updates for one job of the caller's tenant, as views, ending after a terminal state. */
-  async *updates(caller: Caller, id: string, kind: JobKind, signal?: AbortSignal): AsyncGenerator<JobView> {
+  /**
+   * Updates for one job of the caller's tenant, as views, ending after a terminal state. Updates
+   * come over Redis pub/sub, which drops what is published while a subscriber reconnects: after
+   * `recheckMs` without one the job is read again, so a lost terminal update delays the end, never
+   * hangs the subscription.
+   */
+  async *updates(caller: Caller, id: string, kind: JobKind, signal?: AbortSignal, recheckMs = UPDATES_RECHECK_MS): AsyncGenerator<JobView> {
     const p = requireScope(caller.principal, 'READ');
-    const stream = this.bus.stream(id, signal);
-    const first = await this.read(p.tenantId, id, kind);
-    yield first;
-    if (TERMINAL.has(first.status)) return;
+    const stream = this.bus.stream(id, signal, recheckMs);
+    let last = await this.read(p.tenantId, id, kind);
+    yield last;
+    if (TERMINAL.has(last.status)) return;
     for await (const u of stream) {
-      const view = u.row ? toView(u.row) : await this.read(p.tenantId, id, kind);
+      const view = u?.row ? toView(u.row) : await this.read(p.tenantId, id, kind);
+      if (u === null && view.status === last.status && view.progress === last.progress) continue;
+      last = view;
       yield view;
       if (TERMINAL.has(view.status)) return;
     }
