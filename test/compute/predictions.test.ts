@@ -261,6 +261,19 @@ describe('recorder faults', () => {
   });
 });
 
+describe('lost announcements', () => {
+  it('a waiting predict whose terminal update was lost in pub/sub reads the job again and answers, long before its wait is over', async () => {
+    const key = `lost-${Date.now()}`;
+    const waiting = gql(PREDICT, echo({ sleepMs: 30_000 }, { wait: 60, idempotencyKey: key }), a);
+    await waitFor(async () => (await owner.query(`SELECT 1 FROM jobs WHERE idempotency_key = $1 AND status = 'RUNNING'`, [key])).rowCount === 1, 10_000, 'RUNNING');
+    // Ended behind pub/sub's back, as if the announcement had been published while the API reconnected.
+    const { rows: [job] } = await owner.query(`UPDATE jobs SET status = 'CANCELED', completed_at = now() WHERE idempotency_key = $1 RETURNING id`, [key]);
+    const res = await waiting; // without the re-read this waits 60 s, past the test's timeout
+    expect(res.data.predict).toMatchObject({ id: job.id, status: 'CANCELED' });
+    await cluster.cp.cx.redis.publish(keys(cluster.api.env.REDIS_PREFIX).cancel, JSON.stringify({ jobId: job.id }));
+  }, 20_000);
+});
+
 describe('subscriptions', () => {
   it('a terminal update lost in pub/sub does not hang a subscription: it reads the job again when idle', async () => {
     const jobs = cluster.api.app.services.jobs;

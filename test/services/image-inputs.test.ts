@@ -161,7 +161,11 @@ describe('a stored image gone before the job runs', () => {
     await waitFor(async () => {
       done = (await gql(a, PREDICTION, { id })).data.prediction;
       return ['SUCCEEDED', 'FAILED', 'CANCELED'].includes(done.status);
-    }, 20_000, 'the vision job to end');
+    }, 40_000, 'the vision job to end').catch(async (err: Error) => {
+      // Say where it stood (a slow machine, a node declared lost, ...).
+      const { rows } = await owner.query('SELECT id, status, attempt, node_id, error FROM jobs WHERE id = ANY($1::uuid[])', [[id, ...blockers]]);
+      throw new Error(`${err.message}: ${JSON.stringify(rows)}`);
+    });
     expect(done).toMatchObject({ status: 'FAILED', output: null, error: { code: 'INPUT_EXPIRED', message: expect.stringMatching(/no longer stored/) } });
     const { rows: [row] } = await owner.query('SELECT node_id, attempt FROM jobs WHERE id = $1', [id]);
     expect(row).toEqual({ node_id: 'img-1', attempt: 1 }); // it did reach the node
@@ -170,5 +174,5 @@ describe('a stored image gone before the job runs', () => {
     expect(cluster.agents.get('img-1')?.exitCode).toBeNull();
     const after = await moderate(a, sample(1));
     expect(after.output.labels[0]?.label).toBe('neutral');
-  }, 60_000);
+  }, 90_000);
 });

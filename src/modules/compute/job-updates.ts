@@ -33,26 +33,49 @@ export class JobUpdateBus {
     let set = this.listeners.get(jobId);
     if (!set) this.listeners.set(jobId, (set = new Set()));
     set.add(fn);
+    let done = false;
     return () => {
+      if (done) return; // idempotent: a second call must not drop a newer set of listeners
+      done = true;
       set!.delete(fn);
-      if (set!.size === 0) this.listeners.delete(jobId);
+      if (set!.size === 0 && this.listeners.get(jobId) === set) this.listeners.delete(jobId);
     };
   }
 
-  /** Resolves with the first update matching `until`, or null after `ms`; register before acting to avoid a race. */
-  waiter(jobId: string, until: (u: JobUpdate) => boolean): { promise(ms: number): Promise<JobUpdate | null>; cancel(): void } {
-    let resolve!: (u: JobUpdate) => void;
-    const done = new Promise<JobUpdate>((r) => (resolve = r));
+  /**
+   * Collects the updates matching `until` from now on (register before acting, so none is missed).
+   * `next(ms)` gives the first not yet taken, or null after `ms`; `promise(ms)` takes one and stops.
+   */
+  waiter(jobId: string, until: (u: JobUpdate) => boolean): {
+    next(ms: number): Promise<JobUpdate | null>; promise(ms: number): Promise<JobUpdate | null>; cancel(): void;
+  } {
+    const got: JobUpdate[] = [];
+    let wake: (() => void) | null = null;
     const off = this.on(jobId, (u) => {
-      if (until(u)) resolve(u);
+      if (!until(u)) return;
+      got.push(u);
+      wake?.();
     });
-    return {
-      promise: async (ms) => {
+    const next = async (ms: number) => {
+      if (got.length === 0) {
         let timer: NodeJS.Timeout | undefined;
-        const u = await Promise.race([done, new Promise<null>((r) => (timer = setTimeout(() => r(null), ms)))]);
+        await new Promise<void>((r) => {
+          wake = r;
+          timer = setTimeout(r, ms);
+        });
         clearTimeout(timer);
-        off();
-        return u;
+        wake = null;
+      }
+      return got.shift() ?? null;
+    };
+    return {
+      next,
+      promise: async (ms) => {
+        try {
+          return await next(ms);
+        } finally {
+          off();
+        }
       },
       cancel: off,
     };
@@ -63,9 +86,11 @@ export class JobUpdateBus {
    * `null` after that long without an update (the reader may look for itself: pub/sub drops what
    * is published while the subscriber reconnects).
    */
-  stream(jobId: string, signal?: AbortSignal): AsyncGenerator<JobUpdate>;
-  stream(jobId: string, signal: AbortSignal | undefined, idleMs: number): AsyncGenerator<JobUpdate | null>;
-  async *stream(jobId: string, signal?: AbortSignal, idleMs?: number): AsyncGenerator<JobUpdate | null> {
+  stream(jobId: string, signal?: AbortSignal): UpdateStream<JobUpdate>;
+  stream(jobId: string, signal: AbortSignal | undefined, idleMs: number): UpdateStream<JobUpdate | null>;
+  stream(jobId: string, signal?: AbortSignal, idleMs?: number): UpdateStream<JobUpdate | null> {
+    // Listening starts now, not at the first next(): an update between this call and the reader's
+    // first read of the job is queued, not lost.
     const queue: JobUpdate[] = [];
     let wake: (() => void) | null = null;
     const off = this.on(jobId, (u) => {
@@ -74,24 +99,34 @@ export class JobUpdateBus {
     });
     const abort = () => wake?.();
     signal?.addEventListener('abort', abort);
-    try {
-      while (!signal?.aborted) {
-        if (queue.length === 0) {
-          let timer: NodeJS.Timeout | undefined;
-          await new Promise<void>((r) => {
-            wake = r;
-            if (idleMs !== undefined) timer = setTimeout(r, idleMs);
-          });
-          clearTimeout(timer);
-        }
-        wake = null;
-        if (signal?.aborted) break;
-        if (queue.length === 0) yield null; // idle
-        while (queue.length) yield queue.shift()!;
-      }
-    } finally {
+    const cancel = () => {
       off();
       signal?.removeEventListener('abort', abort);
+    };
+    async function* updates(): AsyncGenerator<JobUpdate | null> {
+      try {
+        while (!signal?.aborted) {
+          if (queue.length === 0) {
+            let timer: NodeJS.Timeout | undefined;
+            await new Promise<void>((r) => {
+              wake = r;
+              if (idleMs !== undefined) timer = setTimeout(r, idleMs);
+            });
+            clearTimeout(timer);
+          }
+          wake = null;
+          if (signal?.aborted) break;
+          if (queue.length === 0) yield null; // idle
+          while (queue.length) yield queue.shift()!;
+        }
+      } finally {
+        cancel();
+      }
     }
+    return Object.assign(updates(), { cancel });
   }
 }
+
+/** Updates of one job as they come; `cancel()` stops listening even if it was never iterated. */
+export type UpdateStream<T> = AsyncGenerator<T> & { cancel(): void };
+

@@ -103,8 +103,8 @@ export class JobsService {
       return this.waitAndRead(tenantId, created.id, waitSeconds);
     }
     if (!waiter) return toView({ ...created.row, billable_ms: 0 }); // as inserted: no second read
-    const ended = await waiter.promise(waitSeconds * 1000);
-    if (ended?.row) return toView(ended.row);
+    const ended = await this.awaitEnd(tenantId, id, waiter, waitSeconds * 1000);
+    if (ended) return ended;
     await this.inserter.barrier();
     return this.read(tenantId, id);
   }
@@ -112,15 +112,40 @@ export class JobsService {
   private async waitAndRead(tenantId: string, id: string, waitSeconds: number): Promise<JobView> {
     if (waitSeconds > 0) {
       const waiter = this.bus.waiter(id, (u) => TERMINAL.has(u.status as JobStatus));
-      const now = await this.read(tenantId, id);
+      const now = await this.read(tenantId, id).catch((err) => {
+        waiter.cancel();
+        throw err;
+      });
       if (TERMINAL.has(now.status)) {
         waiter.cancel();
         return now;
       }
-      const ended = await waiter.promise(waitSeconds * 1000);
-      if (ended?.row) return toView(ended.row);
+      const ended = await this.awaitEnd(tenantId, id, waiter, waitSeconds * 1000);
+      if (ended) return ended;
     }
     return this.read(tenantId, id);
+  }
+
+  /**
+   * The job's terminal view once its end is announced, or null after `ms`. Announcements come over
+   * Redis pub/sub, which drops what is published while this process reconnects: every few seconds
+   * without one the job is read again, so a lost announcement costs seconds, not the whole wait.
+   */
+  private async awaitEnd(tenantId: string, id: string, waiter: ReturnType<JobUpdateBus['waiter']>, ms: number): Promise<JobView | null> {
+    const deadline = Date.now() + ms;
+    try {
+      for (;;) {
+        const left = deadline - Date.now();
+        if (left <= 0) return null;
+        const u = await waiter.next(Math.min(left, UPDATES_RECHECK_MS));
+        if (u) return u.row ? toView(u.row) : this.read(tenantId, id);
+        if (Date.now() >= deadline) return null;
+        const now = await this.read(tenantId, id);
+        if (TERMINAL.has(now.status)) return now;
+      }
+    } finally {
+      waiter.cancel();
+    }
   }
 
   async prediction(caller: Caller, id: string): Promise<JobView> {
@@ -195,15 +220,19 @@ export class JobsService {
   async *updates(caller: Caller, id: string, kind: JobKind, signal?: AbortSignal, recheckMs = UPDATES_RECHECK_MS): AsyncGenerator<JobView> {
     const p = requireScope(caller.principal, 'READ');
     const stream = this.bus.stream(id, signal, recheckMs);
-    let last = await this.read(p.tenantId, id, kind);
-    yield last;
-    if (TERMINAL.has(last.status)) return;
-    for await (const u of stream) {
-      const view = u?.row ? toView(u.row) : await this.read(p.tenantId, id, kind);
-      if (u === null && view.status === last.status && view.progress === last.progress) continue;
-      last = view;
-      yield view;
-      if (TERMINAL.has(view.status)) return;
+    try {
+      let last = await this.read(p.tenantId, id, kind);
+      yield last;
+      if (TERMINAL.has(last.status)) return;
+      for await (const u of stream) {
+        const view = u?.row ? toView(u.row) : await this.read(p.tenantId, id, kind);
+        if (u === null && view.status === last.status && view.progress === last.progress) continue;
+        last = view;
+        yield view;
+        if (TERMINAL.has(view.status)) return;
+      }
+    } finally {
+      stream.cancel(); // also when it was never iterated (a failed first read, an early unsubscribe)
     }
   }
 }
