@@ -123,6 +123,8 @@ export class JobsService {
       const ended = await this.awaitEnd(tenantId, id, waiter, waitSeconds * 1000);
       if (ended) return ended;
     }
+    // The earlier request may still be waiting for this job, inserted unflushed: flush before telling.
+    await this.inserter.barrier();
     return this.read(tenantId, id);
   }
 
