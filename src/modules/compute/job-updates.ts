@@ -23,6 +23,9 @@ export class JobUpdateBus {
 
   start(): Promise<unknown> {
     this.subscriber.on('message', (_ch, raw) => {
+      // Every API process receives every job's updates: parse only those someone here waits for.
+      const id = jobIdOf(raw);
+      if (id !== null && !this.listeners.has(id)) return;
       const u = JSON.parse(raw) as JobUpdate;
       for (const fn of this.listeners.get(u.jobId) ?? []) fn(u);
     });
@@ -130,3 +133,11 @@ export class JobUpdateBus {
 /** Updates of one job as they come; `cancel()` stops listening even if it was never iterated. */
 export type UpdateStream<T> = AsyncGenerator<T> & { cancel(): void };
 
+const PREFIX = '{"jobId":"';
+const UUID_LENGTH = 36;
+
+/** The job id of an update as every publisher writes it (`jobId` first), or null for anything else. */
+export function jobIdOf(raw: string): string | null {
+  if (!raw.startsWith(PREFIX) || raw.charCodeAt(PREFIX.length + UUID_LENGTH) !== 34 /* " */) return null;
+  return raw.slice(PREFIX.length, PREFIX.length + UUID_LENGTH);
+}
