@@ -184,17 +184,18 @@ const ENDED = statement('recorder.ended', `
            progress = CASE WHEN e.status = 'SUCCEEDED' THEN 1 ELSE j.progress END, metrics = j.metrics || e.metrics,
            data_expires_at = now() + make_interval(secs => $12)
       FROM e, jobs o
-     WHERE j.id = e.job_id AND o.id = j.id AND j.attempt = e.attempt AND j.status IN ('ADMITTED','RUNNING')
+     WHERE j.id = e.job_id AND o.id = j.id AND j.attempt = e.attempt AND j.status || '' IN ('ADMITTED','RUNNING')
     RETURNING ${[...new Set([...ANNOUNCE_COLUMNS.split(', '), ...VIEW_COLUMNS])].map((c) => `j.${c}`).join(', ')}, o.status AS prev_status
   )
   SELECT upd.*, (COALESCE((SELECT sum(u.billable_ms) FROM usage_ledger u WHERE u.job_id = upd.id AND u.billable), 0)
                + COALESCE((SELECT sum(l.billable_ms) FROM ledger l WHERE l.job_id = upd.id AND l.billable), 0))::bigint AS billable_ms
     FROM upd`);
 
+// Status guards as filters, not index conditions: see scheduler.ts (ADMIT).
 const STARTED = statement('recorder.started', `
   UPDATE jobs j SET status = 'RUNNING', started_at = to_timestamp(e.at / 1000.0), node_id = e.node
     FROM unnest($1::uuid[], $2::int[], $3::float8[], $4::text[]) AS e(job_id, attempt, at, node)
-   WHERE j.id = e.job_id AND j.attempt = e.attempt AND j.status = 'ADMITTED'
+   WHERE j.id = e.job_id AND j.attempt = e.attempt AND j.status || '' = 'ADMITTED'
   RETURNING ${ANNOUNCE_COLUMNS.split(', ').map((c) => `j.${c}`).join(', ')}`);
 
 const PROGRESS = statement('recorder.progress', `

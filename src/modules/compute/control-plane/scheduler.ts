@@ -9,10 +9,17 @@ interface AdmittedRow {
   hardware: Hardware; deadline_at: Date | null; created_at: Date; node_id: string;
 }
 
+/**
+ * The job path's statements find their jobs by primary key, one probe per array element. Their
+ * status guards are written `status || '' = …` so that they are filters, never index conditions:
+ * otherwise a plan made while few jobs were queued or running (a plan is cached per connection)
+ * scans every QUEUED or active job through jobs_active_idx on each call, however long the backlog
+ * has grown since.
+ */
 const ADMIT = statement('scheduler.admit', `
   UPDATE jobs j SET status = 'ADMITTED', node_id = a.node_id, borrowed = a.borrowed, attempt = j.attempt + 1, admitted_at = now()
     FROM unnest($1::uuid[], $2::text[], $3::bool[]) AS a(id, node_id, borrowed)
-   WHERE j.id = a.id AND j.status = 'QUEUED'
+   WHERE j.id = a.id AND j.status || '' = 'QUEUED'
   RETURNING j.id, j.tenant_id, j.attempt, j.service, j.input, j.devices, j.hardware, j.deadline_at, j.created_at, j.node_id`);
 
 /**
