@@ -173,6 +173,11 @@ describe('stored input images (image: { ref }, as the API submits jobs)', () => 
           .rejects.toMatchObject({ code: 'INVALID_INPUT' });
       }
       expect(reads).toEqual([]);
+      // Another tenant's input, as a job of this tenant: refused before the store is read.
+      const theirs = artifactKeys.input(randomUUID(), randomUUID());
+      await expect(other.run('vision.moderate', { image: { ref: theirs, mediaType: 'image/png', width: 1, height: 1, bytes: 1 } }, ctx({ tenantId })))
+        .rejects.toMatchObject({ code: 'INVALID_INPUT', message: expect.stringMatching(/tenant/) });
+      expect(reads).toEqual([]);
       const ref = artifactKeys.input(tenantId, randomUUID());
       const err = await other.run('vision.moderate', { image: { ref, mediaType: 'image/png', width: 1, height: 1, bytes: 1 } }, ctx()).catch((e: Error) => e);
       expect(err).toMatchObject({ code: 'INPUT_UNAVAILABLE' });

@@ -159,6 +159,7 @@ export class NodeAgent {
     try {
       const result = await this.opts.runtimes.run(d.service, d.input, {
         signal: controller.signal,
+        tenantId: d.tenantId,
         reportProgress: (p) => {
           if (Date.now() - lastProgress >= PROGRESS_MIN_INTERVAL_MS) flush(Math.max(0, Math.min(1, p)));
         },

@@ -47,7 +47,7 @@ export function createRuntimeHost(opts: RuntimeHostOptions = {}): RuntimeHost {
     if (!served.has(serviceId)) throw new RuntimeError('UNKNOWN_SERVICE', `this node does not serve ${serviceId}`);
     if (ctx.signal.aborted) throw canceled();
     // A stored input image is read here, on the host's thread, and moved (not copied) to the worker thread.
-    const { input: resolved, transfer } = await resolveInput(input, store);
+    const { input: resolved, transfer } = await resolveInput(input, store, ctx.tenantId);
     if (ctx.signal.aborted) throw canceled();
     if (runsInline(serviceId, resolved)) {
       const r = await runTimed(serviceId, resolved, ctx);

@@ -14,11 +14,15 @@ export interface ResolvedInput {
  * than copy it. Inputs without a reference (base64 inline, text, series) come back unchanged.
  * A missing object is INPUT_EXPIRED; an unreadable store INPUT_UNAVAILABLE: the job fails, the node runs on.
  */
-export async function resolveInput(input: unknown, store: () => ArtifactStore): Promise<ResolvedInput> {
+export async function resolveInput(input: unknown, store: () => ArtifactStore, tenantId?: string): Promise<ResolvedInput> {
   const image = (input as { image?: unknown } | null)?.image as { ref?: unknown; bytes?: unknown } | undefined;
   if (!image || typeof image !== 'object' || !('ref' in image)) return { input, transfer: [] };
   const { ref, bytes: expected, ...rest } = image;
   if (typeof ref !== 'string' || !INPUT_KEY_RE.test(ref)) throw new RuntimeError('INVALID_INPUT', 'input.image.ref is not a stored input reference');
+  // Refs are made by the API from the caller's credential; a job never reads another tenant's input.
+  if (tenantId !== undefined && !ref.startsWith(`inputs/${tenantId}/`)) {
+    throw new RuntimeError('INVALID_INPUT', "input.image.ref is not in this job's tenant");
+  }
   let buf: Buffer;
   try {
     buf = await store().get(ref);

@@ -2,6 +2,8 @@
 
 export interface JobContext {
   signal: AbortSignal;
+  /** The job's tenant: a stored input must lie in its namespace (`inputs/<tenantId>/…`). */
+  tenantId?: string;
   /** Fraction in [0, 1]. */
   reportProgress(fraction: number): void;
   log(line: string): void;
