@@ -124,7 +124,8 @@ describe('service catalog', () => {
 
   it('normalises images and rejects bad ones with a clear reason', async () => {
     const bytes = await png(40, 30);
-    for (const raw of [bytes.toString('base64'), `data:image/png;base64,${bytes.toString('base64')}`, bytes.toString('base64url')]) {
+    const wrapped = bytes.toString('base64').replace(/.{1,76}/g, '$&\r\n'); // MIME-style line breaks
+    for (const raw of [bytes.toString('base64'), `data:image/png;base64,${bytes.toString('base64')}`, bytes.toString('base64url'), wrapped]) {
       const out = (await prepareInput('vision.moderate', { image: raw })) as { image: PreparedImage };
       expect(out.image).toEqual({ base64: bytes.toString('base64'), mediaType: 'image/png', width: 40, height: 30 });
     }
@@ -137,6 +138,8 @@ describe('service catalog', () => {
 
     const reasons: Array<[string, RegExp]> = [
       ['not base64 at all!', /not base64/],
+      [`${bytes.toString('base64').replace(/=+$/, '')}===`, /not base64/], // three padding characters
+      [`${bytes.toString('base64').slice(0, 9)}`, /not base64/], // a length no bytes encode to (4n + 1)
       [Buffer.from('hello, this is plain text and not an image').toString('base64'), /not a decodable image/],
       [(await sharp(bytes).gif().toBuffer()).toString('base64'), /unsupported media type gif/],
       [`data:text/plain;base64,${bytes.toString('base64')}`, /not an image/],

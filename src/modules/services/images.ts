@@ -127,14 +127,18 @@ function decodeBase64(value: string, field: string): { buffer: Buffer; base64?: 
     if (!/;base64$/i.test(m[2] ?? '')) throw badInput(field, 'data URLs must be base64-encoded');
     payload = value.slice(m[0].length);
   }
-  const compact = payload.replace(/\s+/g, '');
+  // A request body is megabytes of base64: each whole-string pass below costs ~0.1 ms per 200 kB,
+  // so the common case (no whitespace, standard alphabet) makes as few passes and copies as it can.
+  const compact = /\s/.test(payload) ? payload.replace(/\s+/g, '') : payload;
   if (compact.length > Math.ceil((MAX_IMAGE_BYTES * 4) / 3) + 4) {
     throw badInput(field, `image is too large (the limit is ${MAX_IMAGE_BYTES} bytes decoded)`);
   }
-  // Standard or URL-safe alphabet, padding only at the end.
-  if (!/^[A-Za-z0-9+/_-]+={0,2}$/.test(compact) || compact.replace(/=+$/, '').length % 4 === 1) {
+  let padding = 0;
+  while (padding < 3 && compact.charCodeAt(compact.length - 1 - padding) === 61 /* = */) padding++;
+  // Standard or URL-safe alphabet, at most two padding characters, only at the end.
+  if (padding > 2 || !/^[A-Za-z0-9+/_-]+={0,2}$/.test(compact) || (compact.length - padding) % 4 === 1) {
     throw badInput(field, 'not base64 (expected base64 bytes, a data: URL, an https:// URL or upload:<id>)');
   }
-  const standard = /[-_]/.test(compact) ? undefined : compact;
-  return { buffer: Buffer.from(compact, /[-_]/.test(compact) ? 'base64url' : 'base64'), base64: standard };
+  const urlSafe = /[-_]/.test(compact);
+  return { buffer: Buffer.from(compact, urlSafe ? 'base64url' : 'base64'), base64: urlSafe ? undefined : compact };
 }
