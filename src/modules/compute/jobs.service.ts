@@ -96,7 +96,10 @@ export class JobsService {
     const waiter = waitSeconds > 0 ? this.bus.waiter(id, (u) => TERMINAL.has(u.status as JobStatus)) : null;
     // A waited-for job's id is first told with its end (a durable commit) or after the wait
     // times out (barrier below), so its insert need not wait for the disk (JobInserter.insert).
-    const created = await this.inserter.insert(tenantId, id, job, { durable: !waiter });
+    const created = await this.inserter.insert(tenantId, id, job, { durable: !waiter }).catch((err) => {
+      waiter?.cancel();
+      throw err;
+    });
     if (!created.created) {
       // Same idempotency key: the earlier job, never a second one.
       waiter?.cancel();
