@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Client } from 'pg';
 import { createArtifactStore, type ArtifactStore } from '../../src/modules/training/artifact-store';
@@ -88,6 +88,24 @@ describe('retention', () => {
     // The other job, whose retention has not passed, keeps its input and image.
     expect((await jobInput(kept.id)).image.ref).toBe(keptRef);
     expect(await store.exists(keptRef)).toBe(true);
+  });
+});
+
+describe('images no job will read', () => {
+  it('are deleted at once: an idempotent repeat\'s, and a refused call\'s (a key reused for another service)', async () => {
+    const t = await signUpTenant(cluster.api, 'Images C');
+    const root = (store as unknown as { root: string }).root;
+    const stored = () => { try { return readdirSync(join(root, 'inputs', t.tenantId)).filter((f) => !f.endsWith('.tmp')).length; } catch { return 0; } };
+    const key = `img-${Date.now()}`;
+    const first = await gql(t, PREDICT, { input: { service: 'vision.moderate', input: { image: sample(1) }, wait: 60, idempotencyKey: key } });
+    expect(first.data.predict.status).toBe('SUCCEEDED');
+    expect(stored()).toBe(1);
+    const repeat = await gql(t, PREDICT, { input: { service: 'vision.moderate', input: { image: sample(1) }, wait: 60, idempotencyKey: key } });
+    expect(repeat.data.predict.id).toBe(first.data.predict.id);
+    const refused = await gql(t, PREDICT, { input: { service: 'vision.faces', input: { image: sample(1) }, wait: 60, idempotencyKey: key } });
+    expect(refused.errors?.[0]?.extensions?.code).toBe('CONFLICT');
+    expect(stored()).toBe(1); // only the job's own image is left
+    expect(await store.exists((await jobInput(first.data.predict.id)).image.ref)).toBe(true);
   });
 });
 

@@ -23,6 +23,8 @@ export interface ResolvedTarget {
   devices: number;
   /** Worst-case price of the job, for spend-limit admission. */
   maxSeconds?: number;
+  /** Releases what resolving stored for the job (an input image), when no job is created for it. */
+  discard?: () => Promise<void>;
 }
 
 export interface NewJob extends ResolvedTarget {
@@ -81,16 +83,21 @@ export class JobsService {
     if (input.webhookUrl && !this.opts.allowPlainHttpWebhooks && !input.webhookUrl.startsWith('https://')) {
       throw badInput('input.webhookUrl', 'must be an https URL');
     }
-    const target = await this.resolveTarget(p, { service: input.service, deployment: input.deployment }, input.input);
-    const job = await this.submit(p.tenantId, {
-      ...target, kind: 'PREDICTION', idempotencyKey: input.idempotencyKey, webhookUrl: input.webhookUrl,
-      webhookEvents: input.webhookEvents, deadlineSeconds: input.deadlineSeconds,
-    }, input.wait);
-    return job;
+    const { discard, ...target } = await this.resolveTarget(p, { service: input.service, deployment: input.deployment }, input.input);
+    let created = false;
+    try {
+      return await this.submit(p.tenantId, {
+        ...target, kind: 'PREDICTION', idempotencyKey: input.idempotencyKey, webhookUrl: input.webhookUrl,
+        webhookEvents: input.webhookEvents, deadlineSeconds: input.deadlineSeconds,
+      }, input.wait, () => (created = true));
+    } finally {
+      // Refused (spend limit, payment, conflict) or a repeat of an earlier job: nothing will read it.
+      if (!created) await discard?.();
+    }
   }
 
   /** Creates (or finds, by idempotency key) a job, wakes the admitter and optionally waits for its end. */
-  async submit(tenantId: string, job: NewJob, waitSeconds = 0): Promise<JobView> {
+  async submit(tenantId: string, job: NewJob, waitSeconds = 0, onCreated?: () => void): Promise<JobView> {
     for (const guard of this.guards) await guard(tenantId, job);
     const id = randomUUID();
     const waiter = waitSeconds > 0 ? this.bus.waiter(id, (u) => TERMINAL.has(u.status as JobStatus)) : null;
@@ -105,6 +112,7 @@ export class JobsService {
       waiter?.cancel();
       return this.waitAndRead(tenantId, created.id, waitSeconds);
     }
+    onCreated?.();
     if (!waiter) return toView({ ...created.row, billable_ms: 0 }); // as inserted: no second read
     const ended = await this.awaitEnd(tenantId, id, waiter, waitSeconds * 1000);
     if (ended) return ended;

@@ -25,4 +25,11 @@ export class ImageInputStore {
       throw new AppError(ErrorCode.SERVICE_UNAVAILABLE, 'the input image could not be stored; try again');
     }
   }
+
+  /** Deletes an image no job will read (its call was refused, or repeated an idempotency key). */
+  async discard(ref: ImageRef): Promise<void> {
+    await this.store.delete(ref.ref).catch((err: Error) => {
+      this.log?.warn({ err: err.message, ref: ref.ref }, 'deleting an unused input image failed; a bucket lifecycle rule on inputs/ removes it');
+    });
+  }
 }

@@ -3,6 +3,7 @@ import type { ResolvedTarget } from '../compute/jobs.service';
 import type { Principal } from '../tenancy/principal';
 import { SERVICES, getService, prepareInput, type PrepareOptions } from './catalog';
 import type { ImageInputStore } from './image-store';
+import type { ImageRef } from './images';
 
 /** Price of a usage minute for (job kind, hardware); implemented by billing's price book. */
 export interface PriceSource {
@@ -31,17 +32,23 @@ export class ServicesService {
 
   /**
    * Validates a predict call's service and input; deployments are resolved by the training module.
-   * A vision input's image is stored under the caller's tenant once it has passed every check. A
-   * call that is then refused (spend limit, payment) or repeats an idempotency key leaves that object
-   * unreferenced: it is not deleted here (see README, image inputs).
+   * A vision input's image is stored under the caller's tenant once it has passed every check; the
+   * target's `discard` deletes it again when no job will read it (the call was refused, or it
+   * repeated an idempotency key).
    */
   async resolve(p: Principal, ref: { service?: string; deployment?: string }, input: unknown): Promise<ResolvedTarget> {
     if (ref.deployment !== undefined) throw notFound('Deployment');
     const service = getService(ref.service!);
     if (!service) throw badInput('input.service', `unknown service "${ref.service}"; see the services query`);
     const images = this.images;
-    const opts: PrepareOptions = images ? { ...this.prepare, storeImage: (img) => images.put(p.tenantId, img) } : this.prepare;
-    return { service: service.id, input: await prepareInput(service.id, input, opts), hardware: service.hardware, devices: 1 };
+    const stored: ImageRef[] = [];
+    const opts: PrepareOptions = images
+      ? { ...this.prepare, storeImage: async (img) => { const ref = await images.put(p.tenantId, img); stored.push(ref); return ref; } }
+      : this.prepare;
+    return {
+      service: service.id, input: await prepareInput(service.id, input, opts), hardware: service.hardware, devices: 1,
+      ...(images && stored.length ? { discard: () => Promise.all(stored.map((r) => images.discard(r))).then(() => undefined) } : {}),
+    };
   }
 }
 
