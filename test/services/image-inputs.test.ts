@@ -187,6 +187,8 @@ describe('a stored image gone before the job runs', () => {
     expect(done).toMatchObject({ status: 'FAILED', output: null, error: { code: 'INPUT_EXPIRED', message: expect.stringMatching(/no longer stored/) } });
     const { rows: [row] } = await owner.query('SELECT node_id, attempt FROM jobs WHERE id = $1', [id]);
     expect(row).toEqual({ node_id: 'img-1', attempt: 1 }); // it did reach the node
+    // Nothing ran on the node's devices for it: no ledger row, nothing billed.
+    expect((await owner.query('SELECT count(*)::int AS n FROM usage_ledger WHERE job_id = $1', [id])).rows[0].n).toBe(0);
 
     // The agent did not crash: same process, and it serves the next call.
     expect(cluster.agents.get('img-1')?.exitCode).toBeNull();

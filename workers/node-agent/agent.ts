@@ -24,6 +24,8 @@ const PROGRESS_MIN_INTERVAL_MS = 200;
  */
 const STARTED_EVENT_DELAY_MS = 100;
 const EVENTS_MAXLEN = 100_000;
+/** Failures before any work ran (the job's stored input was gone or unreadable): not billed. */
+const UNBILLED_FAILURES = new Set(['INPUT_EXPIRED', 'INPUT_UNAVAILABLE']);
 /** Services whose runs write state (checkpoints, artifacts): never started before the cancel check. */
 const SIDE_EFFECTS = /^training(\.|$)/;
 
@@ -184,7 +186,9 @@ export class NodeAgent {
       }
       if (pendingLogs.length) flush();
       const canceledNow = controller.signal.aborted || e.code === 'CANCELED';
-      await ended(canceledNow ? 'CANCELED' : 'FAILED', startedAt, {
+      // Its stored input could not be had: nothing ran on the devices, so nothing is billed.
+      const unstarted = !canceledNow && UNBILLED_FAILURES.has(e.code ?? '');
+      await ended(canceledNow ? 'CANCELED' : 'FAILED', unstarted ? null : startedAt, {
         error: { code: canceledNow ? 'CANCELED' : (e.code ?? 'JOB_FAILED'), message: e.message }, durationMs: performance.now() - t0,
       });
     } finally {
