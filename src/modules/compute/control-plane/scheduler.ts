@@ -180,7 +180,7 @@ export class Scheduler {
   private async dispatch(rows: AdmittedRow[]): Promise<void> {
     const byNode = new Map<string, AdmittedRow[]>();
     for (const r of rows) byNode.set(r.node_id, [...(byNode.get(r.node_id) ?? []), r]);
-    await Promise.all([...byNode].map(([node, list]) => this.queueFor(node).addBulk(list.map((r) => ({
+    const message = (r: AdmittedRow) => ({
       name: r.service,
       data: {
         jobId: r.id, tenantId: r.tenant_id, attempt: r.attempt, service: r.service, input: r.input,
@@ -188,7 +188,14 @@ export class Scheduler {
       },
       // One message per attempt: a re-dispatch of the same attempt is deduplicated by BullMQ.
       opts: { jobId: `${r.id}.${r.attempt}`, removeOnComplete: true, removeOnFail: 1000 },
-    })))));
+    });
+    await Promise.all([...byNode].map(([node, list]) => {
+      const q = this.queueFor(node);
+      if (list.length > 1) return q.addBulk(list.map(message));
+      // One job: a plain add skips addBulk's MULTI/EXEC (~0.1 ms of a one-at-a-time round trip).
+      const m = message(list[0]);
+      return q.add(m.name, m.data, m.opts);
+    }));
   }
 
   private async applyPreemptions(preempts: Preemption[]): Promise<void> {
