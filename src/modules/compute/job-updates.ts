@@ -47,11 +47,9 @@ export class JobUpdateBus {
 
   /**
    * Collects the updates matching `until` from now on (register before acting, so none is missed).
-   * `next(ms)` gives the first not yet taken, or null after `ms`; `promise(ms)` takes one and stops.
+   * `next(ms)` gives the first not yet taken, or null after `ms`; `cancel()` stops listening.
    */
-  waiter(jobId: string, until: (u: JobUpdate) => boolean): {
-    next(ms: number): Promise<JobUpdate | null>; promise(ms: number): Promise<JobUpdate | null>; cancel(): void;
-  } {
+  waiter(jobId: string, until: (u: JobUpdate) => boolean): { next(ms: number): Promise<JobUpdate | null>; cancel(): void } {
     const got: JobUpdate[] = [];
     let wake: (() => void) | null = null;
     const off = this.on(jobId, (u) => {
@@ -71,27 +69,15 @@ export class JobUpdateBus {
       }
       return got.shift() ?? null;
     };
-    return {
-      next,
-      promise: async (ms) => {
-        try {
-          return await next(ms);
-        } finally {
-          off();
-        }
-      },
-      cancel: off,
-    };
+    return { next, cancel: off };
   }
 
   /**
-   * An async iterator of updates for one job (GraphQL subscriptions). With `idleMs`, it yields
-   * `null` after that long without an update (the reader may look for itself: pub/sub drops what
-   * is published while the subscriber reconnects).
+   * An async iterator of updates for one job (GraphQL subscriptions). It yields `null` after
+   * `idleMs` without an update (the reader may look for itself: pub/sub drops what is published
+   * while the subscriber reconnects).
    */
-  stream(jobId: string, signal?: AbortSignal): UpdateStream<JobUpdate>;
-  stream(jobId: string, signal: AbortSignal | undefined, idleMs: number): UpdateStream<JobUpdate | null>;
-  stream(jobId: string, signal?: AbortSignal, idleMs?: number): UpdateStream<JobUpdate | null> {
+  stream(jobId: string, signal: AbortSignal | undefined, idleMs: number): UpdateStream<JobUpdate | null> {
     // Listening starts now, not at the first next(): an update between this call and the reader's
     // first read of the job is queued, not lost.
     const queue: JobUpdate[] = [];
@@ -113,7 +99,7 @@ export class JobUpdateBus {
             let timer: NodeJS.Timeout | undefined;
             await new Promise<void>((r) => {
               wake = r;
-              if (idleMs !== undefined) timer = setTimeout(r, idleMs);
+              timer = setTimeout(r, idleMs);
             });
             clearTimeout(timer);
           }

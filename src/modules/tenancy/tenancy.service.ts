@@ -4,6 +4,7 @@ import type { EntityManager } from 'typeorm';
 import type { Database } from '../../platform/db/database';
 import { conflict, notFound, unauthenticated } from '../../platform/errors';
 import { keysetWhere, paginate, type PageArgs } from '../../platform/pagination';
+import { isUuid } from '../../platform/uuid';
 import { parseInput } from '../../platform/validation';
 import {
   TokenSigner, generateApiKey, hashPassword, isApiKeyShaped, parseApiKey, safeEqualHex, sha256, verifyPassword,
@@ -226,8 +227,6 @@ export async function audit(
 }
 
 const newWebhookSecret = () => `whsec_${randomBytes(24).toString('base64')}`;
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-export const isUuid = (s: string) => UUID_RE.test(s);
 
 export function isUniqueViolation(err: unknown, constraint?: string): boolean {
   const e = err as { code?: string; constraint?: string; driverError?: { code?: string; constraint?: string } };

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { UUID_PATTERN } from '../../platform/uuid';
 
 /**
  * Where datasets, model artifacts, training checkpoints and prediction input images live: a local
@@ -75,9 +76,8 @@ export const artifactKeys = {
   input: (tenantId: string, inputId: string) => `inputs/${tenantId}/${inputId}`,
 };
 
-const UUID = '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}';
 /** `inputs/<tenant uuid>/<uuid>`: the only shape of key a job's image reference may have. */
-export const INPUT_KEY_RE = new RegExp(`^inputs/${UUID}/${UUID}$`);
+export const INPUT_KEY_RE = new RegExp(`^inputs/${UUID_PATTERN}/${UUID_PATTERN}$`);
 
 /** Files under a root directory; writes go to a temporary file renamed into place (atomic). */
 export class LocalArtifactStore implements ArtifactStore {

@@ -3,11 +3,12 @@ import { z } from 'zod';
 import type { Database } from '../../platform/db/database';
 import { badInput, conflict, notFound } from '../../platform/errors';
 import { keysetWhere, paginate, type PageArgs } from '../../platform/pagination';
+import { isUuid } from '../../platform/uuid';
 import { parseInput } from '../../platform/validation';
 import type { Hardware } from '../compute/compute.entities';
 import type { ResolvedTarget } from '../compute/jobs.service';
 import { requireScope, type Principal } from '../tenancy/principal';
-import { isUniqueViolation, isUuid, type Caller } from '../tenancy/tenancy.service';
+import { isUniqueViolation, type Caller } from '../tenancy/tenancy.service';
 import { MAX_PREDICT_ROWS, type FeatureSchema, type ModelPredictInput, type Task } from './training.contract';
 
 export interface ModelVersionView {

@@ -5,11 +5,12 @@ import { z } from 'zod';
 import type { Database } from '../../platform/db/database';
 import { AppError, ErrorCode, badInput, notFound } from '../../platform/errors';
 import type { keys } from '../../platform/queue/messages';
+import { isUuid } from '../../platform/uuid';
 import { parseInput } from '../../platform/validation';
 import type { Hardware, JobStatus } from '../compute/compute.entities';
 import type { JobsService, NewJob } from '../compute/jobs.service';
 import { requireScope } from '../tenancy/principal';
-import { isUuid, type Caller } from '../tenancy/tenancy.service';
+import type { Caller } from '../tenancy/tenancy.service';
 import type { ArtifactStore } from './artifact-store';
 import type { DatasetsService, DatasetVersionView } from './datasets.service';
 import {

@@ -1,5 +1,6 @@
 import type { Pool, PoolClient, QueryResultRow } from 'pg';
 import type { DataSource } from 'typeorm';
+import { isUuid } from '../uuid';
 
 /**
  * Hot-path SQL straight on node-postgres, beside TypeORM (which everything else uses).
@@ -11,7 +12,8 @@ import type { DataSource } from 'typeorm';
  * connection, and Postgres then reuses its plan. A tenant transaction opens with one round trip
  * (`BEGIN` and the RLS setting in one simple query) instead of two.
  *
- * Same pool as the DataSource's (no extra connections), same roles, same RLS.
+ * `poolOf` runs statements on a DataSource's own pool (same role, same RLS, no extra connections);
+ * the control plane also gives them small pools of their own (control-plane.ts).
  */
 
 /** A named statement: prepared once per connection, its plan reused. Names must be unique per text. */
@@ -45,15 +47,13 @@ export function poolOf(ds: DataSource): Pool {
   return pool;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 /**
  * A transaction confined to one tenant by RLS (`app.tenant_id`, transaction-local), like
  * `Database.tenant` but on a raw client. The tenant id is inlined into the opening simple query,
  * so it is checked to be a UUID first (it always is: it comes from an authenticated principal).
  */
 export async function tenantTransaction<T>(pool: Pool, tenantId: string, fn: (c: PoolClient) => Promise<T>): Promise<T> {
-  if (!UUID.test(tenantId)) throw new Error('tenant id is not a UUID');
+  if (!isUuid(tenantId)) throw new Error('tenant id is not a UUID');
   const client = await pool.connect();
   let broken: Error | undefined;
   try {
