@@ -50,24 +50,13 @@ export class JobUpdateBus {
    * `next(ms)` gives the first not yet taken, or null after `ms`; `cancel()` stops listening.
    */
   waiter(jobId: string, until: (u: JobUpdate) => boolean): { next(ms: number): Promise<JobUpdate | null>; cancel(): void } {
-    const got: JobUpdate[] = [];
-    let wake: (() => void) | null = null;
+    const inbox = new Inbox();
     const off = this.on(jobId, (u) => {
-      if (!until(u)) return;
-      got.push(u);
-      wake?.();
+      if (until(u)) inbox.push(u);
     });
     const next = async (ms: number) => {
-      if (got.length === 0) {
-        let timer: NodeJS.Timeout | undefined;
-        await new Promise<void>((r) => {
-          wake = r;
-          timer = setTimeout(r, ms);
-        });
-        clearTimeout(timer);
-        wake = null;
-      }
-      return got.shift() ?? null;
+      await inbox.wait(ms);
+      return inbox.take();
     };
     return { next, cancel: off };
   }
@@ -80,13 +69,9 @@ export class JobUpdateBus {
   stream(jobId: string, signal: AbortSignal | undefined, idleMs: number): UpdateStream<JobUpdate | null> {
     // Listening starts now, not at the first next(): an update between this call and the reader's
     // first read of the job is queued, not lost.
-    const queue: JobUpdate[] = [];
-    let wake: (() => void) | null = null;
-    const off = this.on(jobId, (u) => {
-      queue.push(u);
-      wake?.();
-    });
-    const abort = () => wake?.();
+    const inbox = new Inbox();
+    const off = this.on(jobId, (u) => inbox.push(u));
+    const abort = () => inbox.interrupt();
     signal?.addEventListener('abort', abort);
     const cancel = () => {
       off();
@@ -95,24 +80,48 @@ export class JobUpdateBus {
     async function* updates(): AsyncGenerator<JobUpdate | null> {
       try {
         while (!signal?.aborted) {
-          if (queue.length === 0) {
-            let timer: NodeJS.Timeout | undefined;
-            await new Promise<void>((r) => {
-              wake = r;
-              timer = setTimeout(r, idleMs);
-            });
-            clearTimeout(timer);
-          }
-          wake = null;
+          await inbox.wait(idleMs);
           if (signal?.aborted) break;
-          if (queue.length === 0) yield null; // idle
-          while (queue.length) yield queue.shift()!;
+          let u = inbox.take();
+          if (u === null) yield null; // idle
+          for (; u !== null; u = inbox.take()) yield u;
         }
       } finally {
         cancel();
       }
     }
     return Object.assign(updates(), { cancel });
+  }
+}
+
+/** Updates queued as they arrive, and a wait that the next one, a timeout or `interrupt()` ends. */
+class Inbox {
+  private readonly queue: JobUpdate[] = [];
+  private wake: (() => void) | null = null;
+
+  push(u: JobUpdate): void {
+    this.queue.push(u);
+    this.wake?.();
+  }
+
+  interrupt(): void {
+    this.wake?.();
+  }
+
+  take(): JobUpdate | null {
+    return this.queue.shift() ?? null;
+  }
+
+  /** Returns at once when something is queued, else once something is, or after `ms`. */
+  async wait(ms: number): Promise<void> {
+    if (this.queue.length) return;
+    let timer: NodeJS.Timeout | undefined;
+    await new Promise<void>((r) => {
+      this.wake = r;
+      timer = setTimeout(r, ms);
+    });
+    clearTimeout(timer);
+    this.wake = null;
   }
 }
 
