@@ -152,6 +152,18 @@ describe('predict with system.echo', () => {
     expect(row.ms).toBeLessThan(10_000);
   });
 
+  it('a cancellation whose pub/sub message was lost still reaches the running job, through the node\'s heartbeat', async () => {
+    const res = await gql(PREDICT, echo({ sleepMs: 30_000 }, { wait: 0 }), a);
+    const id = res.data.predict.id;
+    await waitFor(async () => (await gql(PREDICTION, { id }, a)).data.prediction.status === 'RUNNING', 10_000, 'RUNNING');
+    // What the API's cancel leaves in Redis, without its message: the canceled marker alone.
+    await owner.query(`UPDATE jobs SET status = 'CANCELED', completed_at = now() WHERE id = $1`, [id]);
+    await cluster.cp.cx.redis.set(keys(cluster.api.env.REDIS_PREFIX).canceled(id), '1', 'EX', 60);
+    await waitFor(async () => (await ledger(id)).length === 1, 10_000, 'the node to stop the job and report its attempt');
+    const [row] = await ledger(id);
+    expect(row.ms).toBeLessThan(10_000); // stopped, not run to its 30 s end
+  });
+
   it('refuses bad input with BAD_USER_INPUT naming the field', async () => {
     const cases: Array<[Record<string, unknown>, string]> = [
       [{ service: 'no.such', input: {} }, 'input.service'],

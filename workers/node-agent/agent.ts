@@ -99,6 +99,22 @@ export class NodeAgent {
       .set(this.k.node(this.opts.name), JSON.stringify(info))
       .set(this.k.heartbeat(this.opts.name), String(Date.now()), 'PX', HEARTBEAT_TTL_MS)
       .exec();
+    await this.abortCanceled();
+  }
+
+  /**
+   * Cancellations come over pub/sub, which drops what is published while this node reconnects: each
+   * heartbeat also reads the canceled markers of the jobs it runs, so a lost message costs a second.
+   */
+  private async abortCanceled(): Promise<void> {
+    const running = [...this.running];
+    if (running.length === 0) return;
+    const pipe = this.redis.pipeline();
+    for (const [jobId] of running) pipe.exists(this.k.canceled(jobId));
+    const res = (await pipe.exec()) ?? [];
+    running.forEach(([jobId, r], i) => {
+      if (res[i]?.[1] === 1 && this.running.get(jobId) === r) r.controller.abort();
+    });
   }
 
   private onCancel(msg: string): void {
