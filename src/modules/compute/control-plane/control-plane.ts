@@ -1,4 +1,3 @@
-import { Pool } from 'pg';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { createDataSource } from '../../../platform/db/data-source';
@@ -7,7 +6,7 @@ import { keys } from '../../../platform/queue/messages';
 import type { Env } from '../../../config/env';
 import { ComputeMetrics } from '../compute.metrics';
 import { ANNOUNCE_COLUMNS, Announcer } from './announcer';
-import { DEFAULT_SETTINGS, type ControlPlaneContext, type ControlPlaneSettings } from './context';
+import { DEFAULT_SETTINGS, hotPool, type ControlPlaneContext, type ControlPlaneSettings } from './context';
 import { NodeMonitor } from './node-monitor';
 import { Reconciler } from './reconciler';
 import { Recorder } from './recorder';
@@ -37,16 +36,8 @@ export async function startControlPlane(
   env: Env, opts: { log: Logger; metrics: Metrics; settings?: Partial<ControlPlaneSettings> },
 ): Promise<ControlPlane> {
   const db = createDataSource({ url: env.DATABASE_URL, poolSize: 5, applicationName: 'nimbus-control-plane' });
-  const hotPool = (name: string, settings: Record<string, string>) => {
-    const pool = new Pool({
-      connectionString: env.DATABASE_URL, max: 2, application_name: `nimbus-control-plane-${name}`,
-      options: Object.entries({ plan_cache_mode: 'force_generic_plan', ...settings }).map(([k, v]) => `-c ${k}=${v}`).join(' '),
-    });
-    pool.on('error', (err) => opts.log.warn({ err: err.message }, `${name} pool connection failed`));
-    return pool;
-  };
-  const relaxedPool = hotPool('relaxed', { synchronous_commit: 'off' });
-  const durablePool = hotPool('durable', {});
+  const relaxedPool = hotPool(env.DATABASE_URL, 'relaxed', opts.log);
+  const durablePool = hotPool(env.DATABASE_URL, 'durable', opts.log);
   await db.initialize();
   const connections: Redis[] = [];
   const connect = (name: string, opts: { autoPipelining?: boolean } = {}) => {

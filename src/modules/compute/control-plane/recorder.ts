@@ -164,7 +164,7 @@ type EndedRow = AnnounceRow & Record<(typeof VIEW_COLUMNS)[number], any> & { bil
  * `locked` takes the jobs' row locks, in id order, before anything is written (`e` cannot yield a
  * row until the count is done), the order every other writer of jobs + ledger uses: no deadlock.
  */
-const ENDED = statement('recorder.ended', `
+export const ENDED = statement('recorder.ended', `
   WITH locked AS (
     SELECT count(*) AS n FROM (SELECT 1 FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE) l
   ), e AS (
@@ -192,17 +192,17 @@ const ENDED = statement('recorder.ended', `
     FROM upd`);
 
 // Status guards as filters, not index conditions: see scheduler.ts (ADMIT).
-const STARTED = statement('recorder.started', `
+export const STARTED = statement('recorder.started', `
   UPDATE jobs j SET status = 'RUNNING', started_at = to_timestamp(e.at / 1000.0), node_id = e.node
     FROM unnest($1::uuid[], $2::int[], $3::float8[], $4::text[]) AS e(job_id, attempt, at, node)
    WHERE j.id = e.job_id AND j.attempt = e.attempt AND j.status || '' = 'ADMITTED'
   RETURNING ${ANNOUNCE_COLUMNS.split(', ').map((c) => `j.${c}`).join(', ')}`);
 
-const PROGRESS = statement('recorder.progress', `
+export const PROGRESS = statement('recorder.progress', `
   UPDATE jobs SET progress = COALESCE($3, progress),
          logs = (SELECT COALESCE(array_agg(l ORDER BY n), '{}') FROM (
            SELECT l, n FROM unnest(logs || $4::text[]) WITH ORDINALITY AS t(l, n) ORDER BY n DESC LIMIT ${MAX_LOG_LINES}) s)
-   WHERE id = $1 AND attempt = $2 AND status = 'RUNNING'
+   WHERE id = $1 AND attempt = $2 AND status || '' = 'RUNNING'
   RETURNING ${ANNOUNCE_COLUMNS}`);
 
 /** Devices × wall time, rounded up to the millisecond: an attempt that ran is never free. */

@@ -16,7 +16,7 @@ interface AdmittedRow {
  * scans every QUEUED or active job through jobs_active_idx on each call, however long the backlog
  * has grown since.
  */
-const ADMIT = statement('scheduler.admit', `
+export const ADMIT = statement('scheduler.admit', `
   UPDATE jobs j SET status = 'ADMITTED', node_id = a.node_id, borrowed = a.borrowed, attempt = j.attempt + 1, admitted_at = now()
     FROM unnest($1::uuid[], $2::text[], $3::bool[]) AS a(id, node_id, borrowed)
    WHERE j.id = a.id AND j.status || '' = 'QUEUED'
