@@ -271,6 +271,31 @@ describe('recorder faults', () => {
       pool.query = query;
     }
   });
+
+  it('ends another control plane took off the stream and never acknowledged (it crashed) are recorded by this one', async () => {
+    const p = (await gql(PREDICT, echo({ message: 'real', sleepMs: 3000 }, { wait: 0 }), a)).data.predict;
+    await waitFor(async () => (await owner.query(`SELECT 1 FROM jobs WHERE id = $1 AND status = 'RUNNING'`, [p.id])).rowCount === 1, 10_000, 'RUNNING');
+    const k = keys(cluster.api.env.REDIS_PREFIX);
+    const redis = cluster.cp.cx.redis;
+    await cluster.cp.recorder.stop();
+    try {
+      // The node's end, taken by a recorder that then died before its commit.
+      const now = Date.now();
+      const end = { type: 'ended', jobId: p.id, attempt: 1, node: 'cpu-1', status: 'SUCCEEDED', startedAt: now - 40, endedAt: now, devices: 1, hardware: 'CPU', output: { message: 'taken' }, durationMs: 40 };
+      await redis.xadd(k.events, '*', 'e', JSON.stringify(end));
+      const taken = (await redis.xreadgroup('GROUP', 'control-plane', 'cp-crashed', 'COUNT', 100, 'STREAMS', k.events, '>')) as Array<[string, unknown[]]>;
+      expect(taken[0][1].length).toBeGreaterThanOrEqual(1);
+    } finally {
+      await cluster.cp.recorder.start();
+    }
+    await waitFor(async () => (await owner.query(`SELECT 1 FROM jobs WHERE id = $1 AND status = 'SUCCEEDED'`, [p.id])).rowCount === 1, 10_000, 'the taken end recorded');
+    expect((await gql(PREDICTION, { id: p.id }, a)).data.prediction.output).toEqual({ message: 'taken' });
+    expect(await ledger(p.id)).toEqual([{ attempt: 1, billable: true, ms: 40, reason: null }]);
+    // The node's own end, later, changes nothing.
+    await new Promise((r) => setTimeout(r, 3500));
+    expect(await ledger(p.id)).toEqual([{ attempt: 1, billable: true, ms: 40, reason: null }]);
+    expect((await gql(PREDICTION, { id: p.id }, a)).data.prediction.output).toEqual({ message: 'taken' });
+  });
 });
 
 describe('lost announcements', () => {

@@ -44,6 +44,8 @@ export interface ControlPlaneSettings {
   /** Inputs and outputs are deleted this long after a job ends (metadata is kept). */
   dataRetentionSeconds: number;
   webhookBackoffMs: number;
+  /** Node events another recorder took and never acknowledged (it crashed) are recorded after this long. */
+  abandonedEventsAfterMs: number;
 }
 
 export const DEFAULT_SETTINGS: ControlPlaneSettings = {
@@ -55,6 +57,7 @@ export const DEFAULT_SETTINGS: ControlPlaneSettings = {
   webhookMaxAttempts: 8,
   dataRetentionSeconds: 3600,
   webhookBackoffMs: 1000,
+  abandonedEventsAfterMs: 10_000,
 };
 
 /** Runs one recoverable prepared statement on the relaxed pool (see `ControlPlaneContext.relaxedPool`). */

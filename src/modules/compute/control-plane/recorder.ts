@@ -7,6 +7,9 @@ import { VIEW_COLUMNS } from '../job-view';
 
 const GROUP = 'control-plane';
 const MAX_LOG_LINES = 200;
+/** Events read and not yet committed, at most: beyond this the reader waits for the writer. */
+const MAX_BUFFERED = 5000;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 
 /**
@@ -20,6 +23,12 @@ export class Recorder {
   private loop: Promise<void> | null = null;
   private reader: ReturnType<ControlPlaneContext['connect']> | null = null;
   private readonly consumer = `cp-${process.pid}`;
+  /** Read, not yet committed (ids: every stream entry read; events: those that still had a body). */
+  private buffered: { ids: string[]; events: NodeEvent[] } = { ids: [], events: [] };
+  private writing = false;
+  private writer: Promise<void> = Promise.resolve();
+  private rereadPending = false;
+  private nextClaimAt = 0;
 
   constructor(
     private readonly cx: ControlPlaneContext,
@@ -47,54 +56,100 @@ export class Recorder {
   }
 
   /**
-   * Reads one batch ahead: while a batch is being written, the next is read and its ends give
-   * their devices back to the admitter at once (the node is done with them), so a node's slots
-   * turn over at the pace of the stream, not of the commits. Batches are still written one at a
-   * time and in order, and each is acknowledged only after its commit.
+   * Reading and writing are decoupled. The reader takes node events off the stream as they come
+   * and gives each end's devices back to the admitter at once (the node is done with them), so a
+   * node's slots turn over at the pace of the stream, not of the commits. The writer meanwhile
+   * commits what has been read, in read order, everything read during its last commit in one
+   * batch (group commit: the slower a commit, the more it carries), and acknowledges each batch
+   * only after its commit. A failed write is retried with the same events before any later ones;
+   * a failed acknowledgement makes the reader go over its pending entries again (writes are
+   * idempotent). At most MAX_BUFFERED events wait unwritten; beyond that the reader waits.
    */
   private async run(): Promise<void> {
     // First our own pending (delivered, unacknowledged) messages from before a crash, then new ones.
     let cursor = '0';
-    let written: Promise<void> = Promise.resolve();
     while (this.running && this.reader) {
       try {
+        if (Date.now() >= this.nextClaimAt) await this.claimAbandoned();
+        if (this.rereadPending) {
+          this.rereadPending = false;
+          cursor = '0';
+        }
+        if (this.buffered.ids.length >= MAX_BUFFERED) {
+          await this.writer;
+          continue;
+        }
         const res = (await this.reader.xreadgroup(
           'GROUP', GROUP, this.consumer, 'COUNT', 200, 'BLOCK', 1000, 'STREAMS', this.cx.keys.events, cursor,
         )) as Array<[string, Array<[string, string[] | null]>]> | null;
         const entries = res?.[0]?.[1] ?? [];
         if (cursor !== '>') cursor = entries.length === 0 ? '>' : entries[entries.length - 1][0];
-        if (entries.length === 0) {
-          await written; // surfaces a failed write
-          continue;
-        }
-        const ids: string[] = [];
-        const events: NodeEvent[] = [];
         for (const [id, fields] of entries) {
-          ids.push(id);
-          if (fields) events.push(JSON.parse(fields[1]) as NodeEvent);
+          this.buffered.ids.push(id);
+          if (!fields) continue;
+          const e = JSON.parse(fields[1]) as NodeEvent;
+          this.buffered.events.push(e);
+          if (e.type === 'ended') this.scheduler.attemptEnded(e.jobId, e.attempt);
         }
-        for (const e of events) if (e.type === 'ended') this.scheduler.attemptEnded(e.jobId, e.attempt);
-        const previous = written;
-        written = previous.then(async () => {
-          await this.handleBatch(events);
-          await this.cx.redis.pipeline().xack(this.cx.keys.events, GROUP, ...ids).xdel(this.cx.keys.events, ...ids).exec();
-        });
-        written.catch(() => undefined); // awaited below or on the next turn
-        await previous;
+        if (entries.length) this.startWriter();
       } catch (err) {
-        await written.catch(() => undefined);
-        written = Promise.resolve();
-        if (!this.running) return;
+        if (!this.running) break;
         const msg = (err as Error).message;
         // Redis restarted empty: the group is gone; recreate it and carry on.
         if (/NOGROUP/.test(msg)) await this.ensureGroup().catch(() => undefined);
-        else this.cx.log.warn({ err: msg }, 'recording node events failed; retrying');
-        // Unacknowledged batches (the failed one, and any read after it) are read again, in order.
+        else this.cx.log.warn({ err: msg }, 'reading node events failed; retrying');
         cursor = '0';
-        await new Promise((r) => setTimeout(r, 200));
+        await sleep(200);
       }
     }
-    await written.catch(() => undefined);
+    await this.writer;
+  }
+
+  /**
+   * Entries delivered to another consumer and never acknowledged (a control plane that crashed, or
+   * restarted under another pid) are taken over once idle for `abandonedEventsAfterMs` (checked as
+   * often), then read again like this recorder's own pending entries.
+   */
+  private async claimAbandoned(): Promise<void> {
+    const idleMs = this.cx.settings.abandonedEventsAfterMs;
+    this.nextClaimAt = Date.now() + idleMs;
+    let start = '0-0';
+    for (let i = 0; i < 100; i++) {
+      const [next, claimed] = (await this.cx.redis.xautoclaim(this.cx.keys.events, GROUP, this.consumer, idleMs, start, 'COUNT', 500, 'JUSTID')) as [string, string[]];
+      if (claimed.length) this.rereadPending = true;
+      if (next === '0-0') break;
+      start = next;
+    }
+  }
+
+  private startWriter(): void {
+    if (this.writing) return;
+    this.writing = true;
+    this.writer = (async () => {
+      try {
+        while (this.buffered.ids.length) {
+          const batch = this.buffered;
+          this.buffered = { ids: [], events: [] };
+          try {
+            await this.handleBatch(batch.events);
+          } catch (err) {
+            // Retried before anything read after it, so each job's events stay in order.
+            this.buffered = { ids: [...batch.ids, ...this.buffered.ids], events: [...batch.events, ...this.buffered.events] };
+            this.cx.log.warn({ err: (err as Error).message, events: batch.events.length }, 'recording node events failed; retrying');
+            if (!this.running) return; // still pending in the stream: read again after a restart
+            await sleep(200);
+            continue;
+          }
+          await this.cx.redis.pipeline().xack(this.cx.keys.events, GROUP, ...batch.ids).xdel(this.cx.keys.events, ...batch.ids).exec()
+            .catch((err: Error) => {
+              this.cx.log.warn({ err: err.message }, 'acknowledging node events failed; they are read again');
+              this.rereadPending = true;
+            });
+        }
+      } finally {
+        this.writing = false;
+      }
+    })();
   }
 
   /**

@@ -33,6 +33,8 @@ export class Scheduler {
   private readonly activeAttempt = new Map<string, number>();
   private readonly queues = new Map<string, Queue<DispatchPayload>>();
   private running = false;
+  /** The last round's dispatch, still in flight while the next round is decided. */
+  private dispatching: Promise<void> = Promise.resolve();
   private wakeRequested = false;
   private wakeResolve: (() => void) | null = null;
   private loop: Promise<void> | null = null;
@@ -74,6 +76,7 @@ export class Scheduler {
     this.wake();
     this.reader?.disconnect();
     await Promise.allSettled([this.loop, this.readerLoop]);
+    await this.dispatching;
     await Promise.all([...this.queues.values()].map((q) => q.close()));
   }
 
@@ -156,7 +159,11 @@ export class Scheduler {
 
   private async decideOnce(): Promise<void> {
     const decision = this.admitter.decide(Date.now());
-    if (decision.preempt.length) await this.applyPreemptions(decision.preempt);
+    if (decision.preempt.length) {
+      // A preempted job's dispatch must be out before its cancel is published.
+      await this.dispatching;
+      await this.applyPreemptions(decision.preempt);
+    }
     if (decision.admit.length) await this.applyAdmissions(decision.admit);
     const m = this.cx.metrics;
     m.pendingJobs.reset();
@@ -174,7 +181,14 @@ export class Scheduler {
       this.activeAttempt.set(r.id, r.attempt);
       this.cx.metrics.admissionWait.observe({ hardware: r.hardware }, (now - +r.created_at) / 1000);
     }
-    await this.dispatch(rows);
+    // One round ahead: this round's dispatch goes out while the next round decides and writes, and
+    // a round waits only for the dispatch before its own. The jobs are ADMITTED in Postgres
+    // already: a dispatch that fails is sent again by the reconciler (redispatchAfterMs).
+    const previous = this.dispatching;
+    this.dispatching = this.dispatch(rows).catch((err: Error) => {
+      this.cx.log.warn({ err: err.message, jobs: rows.length }, 'dispatch failed; the reconciler sends it again');
+    });
+    await previous;
   }
 
   private async dispatch(rows: AdmittedRow[]): Promise<void> {
