@@ -23,6 +23,7 @@ import { signUpBenchTenant } from './tenant';
 /**
  * `npm run bench -- dispatch [--latency-jobs 300] [--burst 2000] [--inflight 32] [--devices 16] [--no-graphql]
  *                            [--quiet-wait 10]`
+ * (`BENCH_AGENT_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR"` passes node flags to the node agent, e.g. to profile it.)
  *
  * Dispatch overhead of Nimbus for a zero-duration `system.echo` ({ sleepMs: 0 }) against raw
  * BullMQ, same run, same machine:

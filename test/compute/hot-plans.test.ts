@@ -15,7 +15,7 @@ import { testEnv } from '../support/env';
  * and then keeps scanning a table that grows to millions of rows. The plans must find rows by key.
  */
 describe('hot-path plans', () => {
-  let pools: Pool[] = [];
+  const pools: Pool[] = [];
   afterAll(async () => {
     await Promise.all(pools.map((p) => p.end()));
   });

@@ -245,7 +245,7 @@ describe('node agent', () => {
 });
 
 describe('recorder faults', () => {
-  it('a batch of ends whose write fails is read again from the stream: every job ends once, one ledger row each', async () => {
+  it('a batch of ends whose write fails is written again before later events: every job ends once, one ledger row each', async () => {
     const pool = cluster.cp.cx.durablePool as unknown as { query: (...args: any[]) => Promise<unknown> };
     const query = pool.query.bind(pool);
     let failures = 0;
