@@ -17,8 +17,8 @@ export interface ControlPlaneContext {
    * loss in a Postgres crash reconciliation repairs (admission, RUNNING, progress); they commit
    * without waiting for the WAL flush. Never for ledger or billing writes (`durablePool`).
    */
-  relaxedPool: Pool;
-  durablePool: Pool;
+  relaxedPool: HotPool;
+  durablePool: HotPool;
   redis: Redis;
   /** Creates a dedicated connection (blocking reads, subscriptions, BullMQ). */
   connect(name: string): Redis;
@@ -62,30 +62,88 @@ export const DEFAULT_SETTINGS: ControlPlaneSettings = {
 
 /** Runs one recoverable prepared statement on the relaxed pool (see `ControlPlaneContext.relaxedPool`). */
 export function relaxedRun<T extends Record<string, any> = any>(cx: Pick<ControlPlaneContext, 'relaxedPool'>, st: Statement, params: unknown[]): Promise<T[]> {
-  return run<T>(cx.relaxedPool, st, params);
+  return cx.relaxedPool.run<T>(st, params);
 }
 
 /** Runs one durable prepared statement (autocommit: one statement, one transaction, flushed). */
 export function durableRun<T extends Record<string, any> = any>(cx: Pick<ControlPlaneContext, 'durablePool'>, st: Statement, params: unknown[]): Promise<T[]> {
-  return run<T>(cx.durablePool, st, params);
+  return cx.durablePool.run<T>(st, params);
 }
 
 /**
  * One of the control plane's hot pools (`ControlPlaneContext.relaxedPool` / `durablePool`): owner
- * role, generic plans, and no sequential scans while an index applies. A generic plan is made once
- * per connection, from the statistics of that moment, and kept for the connection's life: made
- * while `jobs` was empty (a fresh deployment, a quiet night after a purge), it would scan the whole
- * table on every call once the table has grown (seen: 3 ms of Postgres CPU per job with 2,000 jobs
- * in the table). The hot statements all find their rows by key, so the index plan is never wrong.
+ * role, generic plans, no sequential scans while an index applies, and plans that follow the size
+ * of the tables they were made for.
+ *
+ * A generic plan is made once per connection, from the table sizes of that moment, and kept: made
+ * while `jobs` was empty or tiny (a new deployment, a quiet night after a purge), the cheapest plan
+ * can walk the whole table and probe the statement's array for each row, and it keeps doing that
+ * once the table has grown to millions (seen: 3 ms of Postgres CPU per job at 2,000 rows, and 1.5 ms
+ * with sequential scans off, whose plan then walked the whole primary key instead). So the pool
+ * watches the size of `jobs` and `usage_ledger` (at most once per `checkEveryMs`, beside the
+ * statements, never in front of them) and, when they have doubled since the plans in use were made
+ * (and by at least `minGrowthPages`), moves to a new generation of statement names: each
+ * connection then prepares, and plans, every statement again on its next use. From empty to a
+ * billion rows that is about 25 re-plans per statement and connection, each well under a millisecond,
+ * and a plan in use was made on tables at least half their present size (past the first few pages,
+ * and within a second).
  */
-export function hotPool(url: string, kind: 'relaxed' | 'durable', log: Pick<Logger, 'warn'>): Pool {
-  const settings: Record<string, string> = {
-    plan_cache_mode: 'force_generic_plan', enable_seqscan: 'off', ...(kind === 'relaxed' ? { synchronous_commit: 'off' } : {}),
-  };
-  const pool = new Pool({
-    connectionString: url, max: 2, application_name: `nimbus-control-plane-${kind}`,
-    options: Object.entries(settings).map(([k, v]) => `-c ${k}=${v}`).join(' '),
-  });
-  pool.on('error', (err) => log.warn({ err: err.message }, `${kind} pool connection failed`));
-  return pool;
+export class HotPool {
+  readonly pool: Pool;
+  private generation = 0;
+  /** Size (pages of jobs + usage_ledger) when this generation's plans were made; null until first measured. */
+  private plannedAtPages: number | null = null;
+  private nextCheckAt = 0;
+  private checking = false;
+
+  constructor(url: string, readonly kind: 'relaxed' | 'durable', log: Pick<Logger, 'warn'>, private readonly opts = { checkEveryMs: 1000, minGrowthPages: 8, connections: 2 }) {
+    const settings: Record<string, string> = {
+      plan_cache_mode: 'force_generic_plan', enable_seqscan: 'off', ...(kind === 'relaxed' ? { synchronous_commit: 'off' } : {}),
+    };
+    this.pool = new Pool({
+      connectionString: url, max: opts.connections, application_name: `nimbus-control-plane-${kind}`,
+      options: Object.entries(settings).map(([k, v]) => `-c ${k}=${v}`).join(' '),
+    });
+    this.pool.on('error', (err) => log.warn({ err: err.message }, `${kind} pool connection failed`));
+  }
+
+  /** The name a statement is prepared under in the current generation of plans. */
+  nameOf(st: Statement): string {
+    return this.generation === 0 ? st.name : `${st.name}#${this.generation}`;
+  }
+
+  run<T extends Record<string, any> = any>(st: Statement, params: unknown[]): Promise<T[]> {
+    if (Date.now() >= this.nextCheckAt) void this.checkGrowth();
+    return run<T>(this.pool, { name: this.nameOf(st), text: st.text }, params);
+  }
+
+  /** Measures the tables; moves to a new generation of plans if they have doubled since. Exposed for tests. */
+  async checkGrowth(): Promise<void> {
+    if (this.checking) return;
+    this.checking = true;
+    this.nextCheckAt = Date.now() + this.opts.checkEveryMs;
+    try {
+      const { rows: [{ pages }] } = await this.pool.query<{ pages: string }>(
+        `SELECT (pg_relation_size('jobs') + pg_relation_size('usage_ledger')) / current_setting('block_size')::int AS pages`,
+      );
+      const now = Number(pages);
+      if (this.plannedAtPages === null) this.plannedAtPages = now;
+      else if (now >= 2 * this.plannedAtPages && now - this.plannedAtPages >= this.opts.minGrowthPages) {
+        this.generation++;
+        this.plannedAtPages = now;
+      }
+    } catch {
+      // Measured again at the next check; the plans in use stay meanwhile.
+    } finally {
+      this.checking = false;
+    }
+  }
+
+  end(): Promise<void> {
+    return this.pool.end();
+  }
+}
+
+export function hotPool(url: string, kind: 'relaxed' | 'durable', log: Pick<Logger, 'warn'>): HotPool {
+  return new HotPool(url, kind, log);
 }
