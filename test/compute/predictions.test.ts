@@ -218,6 +218,56 @@ describe('ledger', () => {
 });
 
 describe('node agent', () => {
+  it('attempts admitted together for one node go as one dispatch message, and a second copy of a running attempt is not run again', async () => {
+    const prefix = cluster.api.env.REDIS_PREFIX;
+    await waitFor(async () => (await owner.query(`SELECT count(*)::int AS n FROM jobs WHERE status IN ('QUEUED','ADMITTED','RUNNING')`)).rows[0].n === 0, 20_000, 'an idle cluster');
+    const ids = [randomUUID(), randomUUID()];
+    for (const [i, id] of ids.entries()) {
+      await owner.query(
+        `INSERT INTO jobs (id, tenant_id, kind, service, status, hardware, devices, input) VALUES ($1, $2, 'PREDICTION', 'system.echo', 'QUEUED', 'CPU', 1, $3)`,
+        [id, a.tenantId, JSON.stringify({ message: i, sleepMs: 800 })],
+      );
+    }
+    const adds: Array<{ name: string; data: any }> = [];
+    const originalAdd = Queue.prototype.add;
+    Queue.prototype.add = function (this: Queue, name: string, data: unknown, opts?: unknown) {
+      if (this.name === keys(prefix).nodeQueue('cpu-1')) adds.push({ name, data });
+      return (originalAdd as (...args: unknown[]) => ReturnType<Queue['add']>).call(this, name, data, opts);
+    } as Queue['add'];
+    const ends = new Map<string, number>();
+    const rec = cluster.cp.recorder as unknown as { handleBatch(events: Array<{ type: string; jobId: string }>): Promise<void> };
+    const handleBatch = rec.handleBatch.bind(rec);
+    rec.handleBatch = (events) => {
+      for (const e of events) if (e.type === 'ended') ends.set(e.jobId, (ends.get(e.jobId) ?? 0) + 1);
+      return handleBatch(events);
+    };
+    const queue = new Queue(keys(prefix).nodeQueue('cpu-1'), { connection: cluster.cp.cx.connect('test-dispatch-2'), prefix: bullPrefix(prefix) });
+    try {
+      // Both known to the admitter in the same tick: one round admits both onto the node's two devices.
+      for (const id of ids) cluster.cp.scheduler.enqueue({ id, tenantId: a.tenantId, hardware: 'CPU', devices: 1, enqueuedAt: Date.now() });
+      await waitFor(() => adds.length > 0, 5000, 'the dispatch');
+      expect(adds).toHaveLength(1);
+      expect(adds[0].name).toBe('batch');
+      expect(adds[0].data.attempts.map((x: { jobId: string; attempt: number }) => [x.jobId, x.attempt]).sort())
+        .toEqual(ids.map((id) => [id, 1]).sort());
+      await waitFor(async () => (await owner.query(`SELECT count(*)::int AS n FROM jobs WHERE id = ANY($1) AND status = 'RUNNING'`, [ids])).rows[0].n === 2,
+        5000, 'both running');
+      // The same attempt again, alone (as the reconciler re-sends a dispatch): the node is running it.
+      Queue.prototype.add = originalAdd;
+      const copy = await queue.add('system.echo', adds[0].data.attempts[0], { jobId: `${adds[0].data.attempts[0].jobId}.1` });
+      await waitFor(async () => (await copy.getState()) === 'completed', 5000, 'the copy to be taken');
+      await waitFor(async () => (await owner.query(`SELECT count(*)::int AS n FROM jobs WHERE id = ANY($1) AND status = 'SUCCEEDED'`, [ids])).rows[0].n === 2,
+        10_000, 'both SUCCEEDED');
+      await new Promise((r) => setTimeout(r, 300));
+      expect(Object.fromEntries(ends)).toEqual(Object.fromEntries(ids.map((id) => [id, 1])));
+      for (const id of ids) expect(await ledger(id)).toEqual([{ attempt: 1, billable: true, ms: expect.any(Number), reason: null }]);
+    } finally {
+      Queue.prototype.add = originalAdd;
+      rec.handleBatch = handleBatch;
+      await queue.close();
+    }
+  });
+
   it('a dispatch of a job canceled while it waited on the node ends CANCELED, unstarted and unbilled, its result dropped', async () => {
     const prefix = cluster.api.env.REDIS_PREFIX;
     const id = randomUUID();

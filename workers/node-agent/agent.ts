@@ -1,7 +1,7 @@
 import { Worker, type Job as BullJob } from 'bullmq';
 import { Redis } from 'ioredis';
 import {
-  HEARTBEAT_INTERVAL_MS, HEARTBEAT_TTL_MS, bullPrefix, keys, type DispatchPayload, type Hardware, type NodeEvent, type NodeInfo,
+  HEARTBEAT_INTERVAL_MS, HEARTBEAT_TTL_MS, bullPrefix, keys, type DispatchMessage, type DispatchPayload, type Hardware, type NodeEvent, type NodeInfo,
 } from '../../src/platform/queue/messages';
 import type { RuntimeHost } from './runtimes/types';
 
@@ -42,9 +42,11 @@ interface Running {
 export class NodeAgent {
   private readonly redis: Redis;
   private readonly subscriber: Redis;
-  private worker: Worker<DispatchPayload> | null = null;
+  private worker: Worker<DispatchMessage> | null = null;
   private heartbeat: NodeJS.Timeout | null = null;
   private readonly running = new Map<string, Running>();
+  /** `job:attempt` of the attempts this node is running (see runAttempt). */
+  private readonly inProgress = new Set<string>();
   private readonly k: ReturnType<typeof keys>;
   private readonly startedAt = Date.now();
 
@@ -67,10 +69,10 @@ export class NodeAgent {
     this.heartbeat = setInterval(() => void this.beat().catch(() => undefined), HEARTBEAT_INTERVAL_MS);
     await this.subscriber.subscribe(this.k.cancel);
     this.subscriber.on('message', (_ch, msg) => this.onCancel(msg));
-    this.worker = new Worker<DispatchPayload>(this.k.nodeQueue(this.opts.name), (job) => this.process(job), {
+    this.worker = new Worker<DispatchMessage>(this.k.nodeQueue(this.opts.name), (job) => this.process(job), {
       connection: this.redis.duplicate({ enableAutoPipelining: false, connectionName: `${this.opts.prefix}:node:${this.opts.name}:worker` }),
       prefix: bullPrefix(this.opts.prefix),
-      // Every job holds at least one device, so there are never more jobs than devices.
+      // Every attempt holds at least one device, so there are never more messages (each one attempt or a batch) than devices.
       concurrency: this.opts.devices,
       // A dispatch is one attempt: the control plane, not BullMQ, decides about retries.
       maxStalledCount: 0,
@@ -127,8 +129,32 @@ export class NodeAgent {
     return this.redis.xadd(this.k.events, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', JSON.stringify(event));
   }
 
-  private async process(job: BullJob<DispatchPayload>): Promise<void> {
+  /** A dispatch message: one attempt, or a batch of them (one admission round's share), all run at once. */
+  private async process(job: BullJob<DispatchMessage>): Promise<void> {
     const d = job.data;
+    if ('attempts' in d) await Promise.all(d.attempts.map((a) => this.runAttempt(a)));
+    else await this.runAttempt(d);
+  }
+
+  /**
+   * A dispatch can arrive twice (the reconciler re-sends one not started in time, in a message of its
+   * own while a batch still holds it; BullMQ delivers at least once). A second copy that arrives while
+   * this node runs the attempt is dropped; one that arrives later runs again, and the control plane,
+   * whose writes are idempotent per attempt, records the first end (that is also how an attempt whose
+   * end was lost with a Redis restart gets ended).
+   */
+  private async runAttempt(d: DispatchPayload): Promise<void> {
+    const key = `${d.jobId}:${d.attempt}`;
+    if (this.inProgress.has(key)) return;
+    this.inProgress.add(key);
+    try {
+      await this.runOnce(d);
+    } finally {
+      this.inProgress.delete(key);
+    }
+  }
+
+  private async runOnce(d: DispatchPayload): Promise<void> {
     const base = { jobId: d.jobId, attempt: d.attempt, node: this.opts.name };
     const ended = (status: 'SUCCEEDED' | 'FAILED' | 'CANCELED', startedAt: number | null, rest: Partial<Extract<NodeEvent, { type: 'ended' }>> = {}) =>
       this.emit({ type: 'ended', ...base, status, startedAt, endedAt: Date.now(), devices: d.devices, hardware: d.hardware, ...rest });

@@ -47,6 +47,20 @@ export interface DispatchPayload {
   deadlineAt: number | null;
 }
 
+/**
+ * One node's share of an admission round, when it is more than one attempt: one BullMQ job (one
+ * add, one pickup, one completion in Redis) instead of one per attempt. The node runs them all at
+ * once (the admitter placed them on free devices) and reports each attempt on its own, exactly as
+ * if each had come alone. A node takes both forms.
+ */
+export interface DispatchBatch {
+  attempts: DispatchPayload[];
+}
+export type DispatchMessage = DispatchPayload | DispatchBatch;
+
+/** At most this many attempts share one dispatch message (one BullMQ job). */
+export const MAX_DISPATCH_BATCH = 64;
+
 export type NodeEvent =
   | { type: 'started'; jobId: string; attempt: number; node: string; at: number }
   | { type: 'progress'; jobId: string; attempt: number; node: string; progress?: number; logs?: string[]; at: number }
