@@ -12,13 +12,25 @@ if (!port) throw new Error('thread.ts must run as a worker thread');
 
 const post = (m: FromThread) => port.postMessage(m);
 const controllers = new Map<number, AbortController>();
+/**
+ * Progress crosses to the host at most this often per job (the agent forwards it at most every
+ * 200 ms): a model that reports each percent (tesseract does) would otherwise post a message per
+ * step while its inference competes for the same cores.
+ */
+const PROGRESS_POST_MS = 50;
 
 async function run(id: number, serviceId: string, input: unknown): Promise<void> {
   const controller = new AbortController();
   controllers.set(id, controller);
+  let lastProgressAt = -Infinity;
   const ctx: JobContext = {
     signal: controller.signal,
-    reportProgress: (fraction) => post({ type: 'progress', id, fraction }),
+    reportProgress: (fraction) => {
+      const now = performance.now();
+      if (now - lastProgressAt < PROGRESS_POST_MS && fraction < 1) return;
+      lastProgressAt = now;
+      post({ type: 'progress', id, fraction });
+    },
     log: (line) => post({ type: 'log', id, line }),
   };
   try {
