@@ -75,11 +75,13 @@ export function durableRun<T extends Record<string, any> = any>(cx: Pick<Control
  * role, generic plans, no sequential scans while an index applies, and plans that follow the size
  * of the tables they were made for.
  *
- * A generic plan is made once per connection, from the table sizes of that moment, and kept: made
- * while `jobs` was empty or tiny (a new deployment, a quiet night after a purge), the cheapest plan
- * can walk the whole table and probe the statement's array for each row, and it keeps doing that
- * once the table has grown to millions (seen: 3 ms of Postgres CPU per job at 2,000 rows, and 1.5 ms
- * with sequential scans off, whose plan then walked the whole primary key instead). So the pool
+ * A generic plan is made once per connection, from the table sizes of that moment, and kept until
+ * the tables' statistics change (an ANALYZE, usually autovacuum's, invalidates it): made while
+ * `jobs` was empty or tiny (a new deployment), the cheapest plan walks the whole table, or the whole
+ * primary key, and probes the statement's array for each row, and it keeps doing that as the table
+ * grows until autovacuum next analyzes it: a minute at best, longer under load, after the whole of a
+ * new deployment's first burst (seen: 3 ms of Postgres CPU per job at 2,000 rows, 1.5 ms with
+ * sequential scans off, in the dispatch bench on a fresh database). So the pool
  * watches the size of `jobs` and `usage_ledger` (at most once per `checkEveryMs`, beside the
  * statements, never in front of them) and, when they have doubled since the plans in use were made
  * (and by at least `minGrowthPages`), moves to a new generation of statement names: each
