@@ -196,7 +196,8 @@ export class Scheduler {
    * re-dispatch of it is deduplicated by BullMQ), several as one batch (`DispatchBatch`, job id
    * `batch.` + its first attempt's, unique since an attempt is admitted once). A batch costs Redis
    * and the node one add, one pickup and one completion instead of one per attempt; a re-dispatch
-   * (reconciler) always goes alone, and the node ignores an attempt it already has.
+   * (reconciler) always goes alone, and a node drops a copy of an attempt it is running. Node agents
+   * must know batches before a control plane sends them: upgrade nodes first.
    */
   private async dispatch(rows: AdmittedRow[]): Promise<void> {
     const byNode = new Map<string, AdmittedRow[]>();
