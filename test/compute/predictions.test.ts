@@ -220,14 +220,17 @@ describe('ledger', () => {
 describe('node agent', () => {
   it('attempts admitted together for one node go as one dispatch message, and a second copy of a running attempt is not run again', async () => {
     const prefix = cluster.api.env.REDIS_PREFIX;
-    await waitFor(async () => (await owner.query(`SELECT count(*)::int AS n FROM jobs WHERE status IN ('QUEUED','ADMITTED','RUNNING')`)).rows[0].n === 0, 20_000, 'an idle cluster');
+    // Idle in Postgres and in the admitter (a job canceled while running holds its device until its node's end is read).
+    await waitFor(async () => (await owner.query(`SELECT count(*)::int AS n FROM jobs WHERE status IN ('QUEUED','ADMITTED','RUNNING')`)).rows[0].n === 0
+      && cluster.cp.scheduler.usage().every((u) => u.used === 0), 20_000, 'an idle cluster');
     const ids = [randomUUID(), randomUUID()];
-    for (const [i, id] of ids.entries()) {
-      await owner.query(
-        `INSERT INTO jobs (id, tenant_id, kind, service, status, hardware, devices, input) VALUES ($1, $2, 'PREDICTION', 'system.echo', 'QUEUED', 'CPU', 1, $3)`,
-        [id, a.tenantId, JSON.stringify({ message: i, sleepMs: 800 })],
-      );
-    }
+    // One statement: the reconciler, which adopts QUEUED jobs the admitter does not know, sees both or neither.
+    await owner.query(
+      `INSERT INTO jobs (id, tenant_id, kind, service, status, hardware, devices, input)
+       SELECT id, $2, 'PREDICTION', 'system.echo', 'QUEUED', 'CPU', 1, jsonb_build_object('message', n - 1, 'sleepMs', 800)
+         FROM unnest($1::uuid[]) WITH ORDINALITY AS t(id, n)`,
+      [ids, a.tenantId],
+    );
     const adds: Array<{ name: string; data: any }> = [];
     const originalAdd = Queue.prototype.add;
     Queue.prototype.add = function (this: Queue, name: string, data: unknown, opts?: unknown) {
