@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { Client } from 'pg';
+import type { Client, PoolClient } from 'pg';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { prepareValue } = require('pg/lib/utils') as { prepareValue(v: unknown): unknown };
 import { HotPool } from '../../src/modules/compute/control-plane/context';
@@ -47,9 +47,9 @@ describe('hot-path plans', () => {
   let owner: Client;
   const generationsAtEmpty = new Map<string, string>();
 
-  async function explain(c: { query: Client['query'] }, name: string, params: unknown[], escape: (s: string) => string): Promise<string[]> {
+  async function explain(c: PoolClient, name: string, params: unknown[]): Promise<string[]> {
     // EXECUTE takes its arguments as SQL: the same values, as literals (node-postgres' own text forms).
-    const literals = params.map((v) => (v === null ? 'NULL' : escape(String(prepareValue(v))))).join(', ');
+    const literals = params.map((v) => (v === null ? 'NULL' : c.escapeLiteral(String(prepareValue(v))))).join(', ');
     const { rows } = await c.query(`EXPLAIN (FORMAT JSON) EXECUTE "${name}"(${literals})`);
     return tableReads((rows[0]['QUERY PLAN'] as Array<{ Plan: PlanNode }>)[0].Plan);
   }
@@ -118,7 +118,7 @@ describe('hot-path plans', () => {
       // One connection, so this reads the plan that run() used.
       const client = await hot.pool.connect();
       try {
-        const reads = await explain(client, name, params, (s) => client.escapeLiteral(s));
+        const reads = await explain(client, name, params);
         expect(reads.length).toBeGreaterThan(0);
         for (const r of reads) expect(r).toMatch(KEYED);
       } finally {

@@ -98,7 +98,7 @@ export class HotPool {
   private nextCheckAt = 0;
   private checking = false;
 
-  constructor(url: string, readonly kind: 'relaxed' | 'durable', log: Pick<Logger, 'warn'>, private readonly opts = { checkEveryMs: 1000, minGrowthPages: 8, connections: 2 }) {
+  constructor(url: string, kind: 'relaxed' | 'durable', log: Pick<Logger, 'warn'>, private readonly opts = { checkEveryMs: 1000, minGrowthPages: 8, connections: 2 }) {
     const settings: Record<string, string> = {
       plan_cache_mode: 'force_generic_plan', enable_seqscan: 'off', ...(kind === 'relaxed' ? { synchronous_commit: 'off' } : {}),
     };
@@ -144,8 +144,4 @@ export class HotPool {
   end(): Promise<void> {
     return this.pool.end();
   }
-}
-
-export function hotPool(url: string, kind: 'relaxed' | 'durable', log: Pick<Logger, 'warn'>): HotPool {
-  return new HotPool(url, kind, log);
 }

@@ -6,7 +6,7 @@ import { keys } from '../../../platform/queue/messages';
 import type { Env } from '../../../config/env';
 import { ComputeMetrics } from '../compute.metrics';
 import { ANNOUNCE_COLUMNS, Announcer } from './announcer';
-import { DEFAULT_SETTINGS, hotPool, type ControlPlaneContext, type ControlPlaneSettings } from './context';
+import { DEFAULT_SETTINGS, HotPool, type ControlPlaneContext, type ControlPlaneSettings } from './context';
 import { NodeMonitor } from './node-monitor';
 import { Reconciler } from './reconciler';
 import { Recorder } from './recorder';
@@ -36,8 +36,8 @@ export async function startControlPlane(
   env: Env, opts: { log: Logger; metrics: Metrics; settings?: Partial<ControlPlaneSettings> },
 ): Promise<ControlPlane> {
   const db = createDataSource({ url: env.DATABASE_URL, poolSize: 5, applicationName: 'nimbus-control-plane' });
-  const relaxedPool = hotPool(env.DATABASE_URL, 'relaxed', opts.log);
-  const durablePool = hotPool(env.DATABASE_URL, 'durable', opts.log);
+  const relaxedPool = new HotPool(env.DATABASE_URL, 'relaxed', opts.log);
+  const durablePool = new HotPool(env.DATABASE_URL, 'durable', opts.log);
   await db.initialize();
   const connections: Redis[] = [];
   const connect = (name: string, opts: { autoPipelining?: boolean } = {}) => {
