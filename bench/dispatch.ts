@@ -1,4 +1,4 @@
-import { machineBusyMs, pidsNamed, processCpuMs } from './proc';
+import { machineBusyMs, pidsNamed, processCpuMs, processSyscalls } from './proc';
 import 'reflect-metadata';
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -271,23 +271,36 @@ function runHttpClient(spec: HttpSpec): Promise<HttpOutcome[]> {
 // ---- CPU accounting from /proc (2 shared cores: CPU per job explains jobs/s) ------------------------
 
 
-interface CpuGroups { bench: number; child: number; postgres: number; redis: number; machine: number; at: number }
+interface Syscalls { reads: number; writes: number }
+interface CpuGroups {
+  bench: number; child: number; postgres: number; redis: number; machine: number; at: number;
+  sys: { bench: Syscalls; child: Syscalls; postgres: Syscalls; redis: Syscalls };
+}
+const sumSyscalls = (pids: Array<number | 'self' | undefined>): Syscalls => pids.reduce<Syscalls>((a, p) => {
+  const s = p === undefined ? null : processSyscalls(p);
+  return s ? { reads: a.reads + s.reads, writes: a.writes + s.writes } : a;
+}, { reads: 0, writes: 0 });
 async function cpuSnap(owner: PgClient, childPids: Array<number | undefined>, redisPids: number[]): Promise<CpuGroups> {
   const { rows } = await owner.query<{ pid: number }>(`SELECT pid FROM pg_stat_activity WHERE datname = current_database()`);
   return {
     bench: (processCpuMs(`/proc/self/stat`) ?? 0), child: childPids.reduce<number>((a, p) => a + (p ? (processCpuMs(`/proc/${p}/stat`) ?? 0) : 0), 0),
     postgres: rows.reduce((a, r) => a + (processCpuMs(`/proc/${r.pid}/stat`) ?? 0), 0),
     redis: redisPids.reduce((a, p) => a + (processCpuMs(`/proc/${p}/stat`) ?? 0), 0), machine: (machineBusyMs() ?? NaN), at: hr(),
+    sys: { bench: sumSyscalls(['self']), child: sumSyscalls(childPids), postgres: sumSyscalls(rows.map((r) => r.pid)), redis: sumSyscalls(redisPids) },
   };
 }
 /** CPU ms per job by group between two snapshots (Postgres backends that closed meanwhile are missed). */
 function cpuPerJob(a: CpuGroups, b: CpuGroups, jobs: number) {
-  const per = (k: keyof CpuGroups) => round((b[k] - a[k]) / jobs, 3);
+  const per = (k: Exclude<keyof CpuGroups, 'sys'>) => round((b[k] - a[k]) / jobs, 3);
   const wall = b.at - a.at;
   const ours = b.bench - a.bench + b.child - a.child + b.postgres - a.postgres + b.redis - a.redis;
   return {
     benchProcessMsPerJob: per('bench'), consumerProcessMsPerJob: per('child'), postgresMsPerJob: per('postgres'),
     redisMsPerJob: per('redis'), machineBusyCores: round((b.machine - a.machine) / wall, 2),
+    /** Read / write system calls per job by group (Postgres backends that closed meanwhile are missed). */
+    syscallsPerJob: Object.fromEntries((['bench', 'child', 'postgres', 'redis'] as const).map((k) => [k, {
+      reads: round((b.sys[k].reads - a.sys[k].reads) / jobs, 2), writes: round((b.sys[k].writes - a.sys[k].writes) / jobs, 2),
+    }])),
     /** What the machine's cores could carry if CPU were the only limit. */
     maxJobsPerSecIfCpuBound: round((availableParallelism() * 1000 * jobs) / ours, 0),
     /** Cores used meanwhile by everything else on the machine (other work; tick granularity can make it slightly negative). */

@@ -14,6 +14,21 @@ export function processCpuMs(statPath: string): number | null {
   }
 }
 
+/**
+ * Read and write system calls a process has made (`syscr` + `syscw` of /proc/<pid>/io): on these
+ * machines much of a hop's cost is the kernel's (a socket write wakes the next process), so calls
+ * per job say what batching saves where CPU per job alone does not.
+ */
+export function processSyscalls(pid: number | 'self'): { reads: number; writes: number } | null {
+  try {
+    const s = readFileSync(`/proc/${pid}/io`, 'utf8');
+    const field = (k: string) => Number(new RegExp(`^${k}: (\\d+)$`, 'm').exec(s)?.[1] ?? NaN);
+    return { reads: field('syscr'), writes: field('syscw') };
+  } catch {
+    return null;
+  }
+}
+
 /** Busy CPU time of the whole machine (all but idle and iowait). */
 export function machineBusyMs(): number | null {
   try {
