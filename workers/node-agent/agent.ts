@@ -105,17 +105,18 @@ export class NodeAgent {
   }
 
   /**
-   * Cancellations come over pub/sub, which drops what is published while this node reconnects: each
-   * heartbeat also reads the canceled markers of the jobs it runs, so a lost message costs a second.
+   * Cancellations and preemptions come over pub/sub, which drops what is published while this node
+   * reconnects: each heartbeat also reads the markers of the jobs (canceled) and attempts (stopped)
+   * it runs, so a lost message costs a second.
    */
   private async abortCanceled(): Promise<void> {
     const running = [...this.running];
     if (running.length === 0) return;
     const pipe = this.redis.pipeline();
-    for (const [jobId] of running) pipe.exists(this.k.canceled(jobId));
+    for (const [jobId, r] of running) pipe.exists(this.k.canceled(jobId), this.k.stopped(jobId, r.attempt));
     const res = (await pipe.exec()) ?? [];
     running.forEach(([jobId, r], i) => {
-      if (res[i]?.[1] === 1 && this.running.get(jobId) === r) r.controller.abort();
+      if (Number(res[i]?.[1]) > 0 && this.running.get(jobId) === r) r.controller.abort();
     });
   }
 
@@ -168,7 +169,8 @@ export class NodeAgent {
     // inference, which has none, starts at once and asks meanwhile: if it was canceled, its
     // result is dropped and the attempt ends CANCELED, unstarted and unbilled, as if it never ran.
     const speculative = !SIDE_EFFECTS.test(d.service);
-    const canceledCheck = this.redis.exists(this.k.canceled(d.jobId)).then((n) => n > 0, () => false);
+    // Cancelled (the job), or stopped (this attempt: preempted, or given up as lost, while queued here).
+    const canceledCheck = this.redis.exists(this.k.canceled(d.jobId), this.k.stopped(d.jobId, d.attempt)).then((n) => n > 0, () => false);
     if (!speculative && (await canceledCheck)) {
       await canceledBeforeStart();
       return;

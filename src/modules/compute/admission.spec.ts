@@ -210,7 +210,10 @@ describe('decide', () => {
           pending: [job('b1', 'B', 1, 300, 'CPU')],
         }),
       );
-      expect(d.preempt).toEqual([{ jobId: 'a-young', nodeId: 'c2', reason: expect.stringContaining('B'), forJobId: 'b1' }]);
+      expect(d.preempt).toEqual([{
+        jobId: 'a-young', nodeId: 'c2', reason: expect.stringContaining('B'), forJobId: 'b1',
+        victim: expect.objectContaining({ id: 'a-young', nodeId: 'c2', borrowed: true }),
+      }]);
       expect(d.admit).toEqual([{ jobId: 'b1', nodeId: 'c2', borrowed: false }]);
     });
 

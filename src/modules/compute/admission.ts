@@ -84,6 +84,8 @@ export interface Preemption {
   reason: string;
   /** The job admitted onto the devices this preemption frees. */
   forJobId: string;
+  /** The preempted job as it ran, so a caller whose write of this decision failed can restore it. */
+  victim: ActiveJob;
 }
 /** Apply `preempt` before `admit`: admitted jobs may use the devices the preemptions free. */
 export interface Decision {
@@ -354,12 +356,14 @@ export class Admitter {
     if (!best) return undefined;
     this.planOn(best.node, job.devices, round.now);
     for (const victim of [...this.victims]) {
-      round.evicted.push(this.release(victim));
+      const released = this.release(victim);
+      round.evicted.push(released);
       round.preempt.push({
         jobId: victim.job.id,
         nodeId: best.node.spec.id,
         reason: `reclaimed for tenant ${tq.tenantId}, within its guaranteed ${job.hardware} quota`,
         forJobId: job.id,
+        victim: { ...released },
       });
     }
     return best.node.spec.id;

@@ -19,11 +19,20 @@ export const keys = (prefix: string) => ({
   cancel: `${prefix}:pub:cancel`,
   /** A cancelled job id, checked by a node before it starts an attempt it already pulled. */
   canceled: (jobId: string) => `${prefix}:canceled:${jobId}`,
+  /**
+   * An attempt the control plane has taken back (preempted, given up as lost): its node stops it,
+   * or never starts it, like a cancelled job's, though the job itself runs on as a later attempt.
+   * The node reads it before starting and with each heartbeat, in case the pub/sub message was lost.
+   */
+  stopped: (jobId: string, attempt: number) => `${prefix}:stopped:${jobId}:${attempt}`,
   /** Hash of a node's registration; heartbeat key with a TTL. */
   node: (node: string) => `${prefix}:node:${node}`,
   heartbeat: (node: string) => `${prefix}:node:${node}:hb`,
   nodeSet: `${prefix}:nodes`,
 });
+
+/** How long a stopped attempt's marker lives: far longer than a node takes to read it. */
+export const STOPPED_MARKER_SECONDS = 24 * 3600;
 
 /** BullMQ queues share the deployment prefix so test runs and deployments never mix. */
 export const bullPrefix = (prefix: string) => `${prefix}:bull`;

@@ -1,4 +1,4 @@
-import { HEARTBEAT_TTL_MS, type NodeInfo } from '../../../platform/queue/messages';
+import { HEARTBEAT_TTL_MS, STOPPED_MARKER_SECONDS, type NodeInfo } from '../../../platform/queue/messages';
 import { ANNOUNCE_COLUMNS, type Announcer, type AnnounceRow } from './announcer';
 import type { ControlPlaneContext } from './context';
 import type { Scheduler } from './scheduler';
@@ -141,10 +141,17 @@ export class NodeMonitor {
                 error = CASE WHEN attempt >= max_attempts THEN jsonb_build_object('code', $${n + 1}::text, 'message', $${n + 2}::text || ' after ' || attempt || ' attempts') END,
                 completed_at = CASE WHEN attempt >= max_attempts THEN now() END
           WHERE ${where} AND status IN ('ADMITTED','RUNNING')
-          RETURNING ${ANNOUNCE_COLUMNS}`,
+          RETURNING ${ANNOUNCE_COLUMNS}, attempt`,
         [...params, code, message],
-      ))[0] as AnnounceRow[];
+      ))[0] as Array<AnnounceRow & { attempt: number }>;
     });
+    // A node taken for lost may be alive (stalled, cut off from Redis a while): when it is back, it
+    // stops these attempts at its next heartbeat instead of running them on for nothing.
+    if (rows.length) {
+      const pipe = this.cx.redis.pipeline();
+      for (const r of rows) pipe.set(this.cx.keys.stopped(r.id, r.attempt), code, 'EX', STOPPED_MARKER_SECONDS);
+      await pipe.exec().catch((err: Error) => this.cx.log.warn({ err: err.message }, 'marking abandoned attempts stopped failed'));
+    }
     for (const r of rows) await this.announcer.announce(r);
     return rows;
   }

@@ -165,7 +165,7 @@ export class Reconciler {
 
   private async redispatchStuck(): Promise<void> {
     const rows: any[] = await this.cx.db.query(
-      `SELECT id, tenant_id, attempt, service, input, devices, hardware, deadline_at, created_at, admitted_at, node_id FROM jobs
+      `SELECT id, tenant_id, attempt, service, input, devices, hardware, deadline_at, created_at, admitted_at, node_id, borrowed FROM jobs
         WHERE status = 'ADMITTED' AND admitted_at < now() - make_interval(secs => $1 / 1000.0)`,
       [this.cx.settings.redispatchAfterMs],
     );

@@ -1,6 +1,6 @@
 import { Queue } from 'bullmq';
 import { Admitter, type Admission, type NodeSpec, type Preemption } from '../admission';
-import { MAX_DISPATCH_BATCH, bullPrefix, type AdmissionMessage, type DispatchMessage, type DispatchPayload, type Hardware } from '../../../platform/queue/messages';
+import { MAX_DISPATCH_BATCH, STOPPED_MARKER_SECONDS, bullPrefix, type AdmissionMessage, type DispatchMessage, type DispatchPayload, type Hardware } from '../../../platform/queue/messages';
 import { relaxedRun, type ControlPlaneContext } from './context';
 import { statement } from '../../../platform/db/sql';
 
@@ -131,8 +131,19 @@ export class Scheduler {
     return this.admitter.snapshotUsage();
   }
 
-  /** Re-sends an attempt's dispatch (same BullMQ job id, so a message still queued is not doubled). */
-  async redispatch(row: AdmittedRow): Promise<void> {
+  /**
+   * Re-sends an attempt's dispatch (same BullMQ job id, so a message still queued is not doubled).
+   * An attempt the admitter does not hold (its admission committed but the answer was lost) is
+   * taken on first, so that its devices count until it ends.
+   */
+  async redispatch(row: AdmittedRow & { borrowed: boolean; admitted_at: Date }): Promise<void> {
+    if (!this.admitter.isPending(row.id) && !this.admitter.activeJob(row.id)) {
+      this.admitter.addActive({
+        id: row.id, tenantId: row.tenant_id, hardware: row.hardware, devices: row.devices, enqueuedAt: +row.created_at,
+        nodeId: row.node_id, admittedAt: +row.admitted_at, borrowed: row.borrowed,
+      });
+      this.activeAttempt.set(row.id, row.attempt);
+    }
     await this.dispatch([row]);
   }
 
@@ -162,7 +173,12 @@ export class Scheduler {
     if (decision.preempt.length) {
       // A preempted job's dispatch must be out before its cancel is published.
       await this.dispatching;
-      await this.applyPreemptions(decision.preempt);
+      try {
+        await this.applyPreemptions(decision.preempt);
+      } catch (err) {
+        this.revert(decision.admit, decision.preempt);
+        throw err;
+      }
     }
     if (decision.admit.length) await this.applyAdmissions(decision.admit);
     const m = this.cx.metrics;
@@ -170,9 +186,40 @@ export class Scheduler {
     for (const row of this.admitter.pendingCount()) m.pendingJobs.set({ tenant: row.tenantId, hardware: row.hardware }, row.jobs);
   }
 
+  /**
+   * Takes back a decision whose write failed (a dropped connection, a failover), so that the
+   * admitter agrees with Postgres again and the next round decides afresh: admitted jobs are
+   * queued again and their devices freed, preempted jobs hold theirs again. Left alone, the
+   * admitted jobs would hold devices while QUEUED in Postgres, never dispatched, and never
+   * re-adopted by the reconciler either, since the admitter knows them.
+   */
+  private revert(admits: Admission[], preempts: Preemption[]): void {
+    for (const a of admits) {
+      const job = this.admitter.activeJob(a.jobId);
+      if (!job) continue;
+      this.admitter.jobFinished(a.jobId);
+      this.admitter.enqueue({ id: job.id, tenantId: job.tenantId, hardware: job.hardware, devices: job.devices, enqueuedAt: job.enqueuedAt });
+    }
+    for (const p of preempts) {
+      // Still queued again by the decision: it runs on. Unless its end was read meanwhile (its
+      // attempt is no longer held): then it has finished, and the reconciler adopts it if Postgres
+      // has it queued.
+      if (!this.admitter.dequeue(p.jobId)) continue;
+      if (this.activeAttempt.has(p.jobId)) this.admitter.addActive(p.victim);
+    }
+    this.wake();
+  }
+
   private async applyAdmissions(admits: Admission[]): Promise<void> {
-    const rows = await relaxedRun<AdmittedRow>(this.cx, ADMIT, [admits.map((a) => a.jobId), admits.map((a) => a.nodeId), admits.map((a) => a.borrowed)],
-    );
+    let rows: AdmittedRow[];
+    try {
+      rows = await relaxedRun<AdmittedRow>(this.cx, ADMIT, [admits.map((a) => a.jobId), admits.map((a) => a.nodeId), admits.map((a) => a.borrowed)]);
+    } catch (err) {
+      // Perhaps committed, with only the answer lost: then the next round's UPDATE finds those jobs
+      // ADMITTED already and gives their devices back, and the reconciler dispatches them (redispatch).
+      this.revert(admits, []);
+      throw err;
+    }
     const admitted = new Set(rows.map((r) => r.id));
     // Cancelled (or otherwise moved on) between enqueue and admission: give the devices back.
     for (const a of admits) if (!admitted.has(a.jobId)) this.admitter.jobFinished(a.jobId);
@@ -225,6 +272,13 @@ export class Scheduler {
     await Promise.all(adds);
   }
 
+  /**
+   * Requeues the victims in Postgres, then tells their nodes: pub/sub at once, and a marker per
+   * attempt that the node reads before it starts an attempt and with every heartbeat, so a lost
+   * message (a node reconnecting) costs a heartbeat, not the victim's whole run on devices that
+   * were given to another job. Only the UPDATE may throw (the decision is then reverted): once it
+   * has committed, the victims are queued in Postgres whatever Redis does.
+   */
   private async applyPreemptions(preempts: Preemption[]): Promise<void> {
     const rows: Array<{ id: string; attempt: number; hardware: Hardware }> = (await this.cx.db.query(
       `UPDATE jobs SET status = 'QUEUED', node_id = NULL, borrowed = false, progress = 0
@@ -232,11 +286,19 @@ export class Scheduler {
         RETURNING id, attempt, hardware`,
       [preempts.map((p) => p.jobId)],
     ))[0];
+    const { redis, keys: k, metrics } = this.cx;
+    const tell = redis.multi();
     for (const r of rows) {
       this.activeAttempt.delete(r.id);
-      this.cx.metrics.preemptions.inc({ hardware: r.hardware });
-      await this.cx.redis.publish(this.cx.keys.cancel, JSON.stringify({ jobId: r.id, attempt: r.attempt, reason: 'PREEMPTED' }));
-      await this.cx.redis.publish(this.cx.keys.jobUpdates, JSON.stringify({ jobId: r.id, status: 'QUEUED' }));
+      metrics.preemptions.inc({ hardware: r.hardware });
+      tell.set(k.stopped(r.id, r.attempt), 'PREEMPTED', 'EX', STOPPED_MARKER_SECONDS)
+        .publish(k.cancel, JSON.stringify({ jobId: r.id, attempt: r.attempt, reason: 'PREEMPTED' }))
+        .publish(k.jobUpdates, JSON.stringify({ jobId: r.id, status: 'QUEUED' }));
+    }
+    if (rows.length) {
+      await tell.exec().catch((err: Error) => {
+        this.cx.log.warn({ err: err.message, jobs: rows.map((r) => r.id) }, 'telling nodes of preemptions failed; their attempts run on, unbilled');
+      });
     }
     this.cx.log.info({ preempted: preempts.map((p) => ({ job: p.jobId, for: p.forJobId })) }, 'preempted borrowed jobs');
   }

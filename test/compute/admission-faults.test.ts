@@ -1,0 +1,138 @@
+import type { Client } from 'pg';
+import { Redis } from 'ioredis';
+import { keys } from '../../src/platform/queue/messages';
+import type { Statement } from '../../src/platform/db/sql';
+import { signUpTenant, type TestTenant } from '../support/api';
+import { startCluster, waitFor, type TestCluster } from '../support/cluster';
+import { ownerClient } from '../support/db';
+import { CANCEL, PREDICT, PREDICTION, SET_QUOTA } from '../support/gql';
+
+/**
+ * The admitter's decisions when writing them fails, and attempts the control plane takes back
+ * when its message to the node is lost. Each failure is injected into the real control plane
+ * (two CPU nodes of one slot each), once.
+ */
+const OPERATOR = `ops-faults-${Date.now()}@nimbus.test`;
+
+let cluster: TestCluster;
+let owner: Client;
+let redis: Redis;
+let op: string;
+beforeAll(async () => {
+  cluster = await startCluster({ agents: [{ name: 'f-1' }, { name: 'f-2' }], apiOverrides: { OPERATOR_EMAILS: OPERATOR } });
+  owner = await ownerClient();
+  redis = new Redis(cluster.api.env.REDIS_URL);
+  const res = await cluster.api.gql(`mutation($input: SignUpInput!) { signUp(input: $input) { token } }`,
+    { input: { email: OPERATOR, password: 'operator password', tenantName: 'Platform' } });
+  op = res.data.signUp.token;
+});
+afterAll(async () => {
+  redis.disconnect();
+  await owner.end();
+  await cluster.close();
+});
+
+const submit = async (t: TestTenant, sleepMs: number, message?: string) =>
+  (await cluster.api.gql(PREDICT, { input: { service: 'system.echo', input: { sleepMs, message }, wait: 0 } }, t.token)).data.predict.id as string;
+const job = async (t: TestTenant, id: string) => (await cluster.api.gql(PREDICTION, { id }, t.token)).data.prediction;
+const cancelAll = (t: TestTenant, ids: string[]) => Promise.all(ids.map((id) => cluster.api.gql(CANCEL, { id }, t.token)));
+const setQuota = (tenantId: string, guaranteed: number, limit: number) =>
+  cluster.api.gql(SET_QUOTA, { input: { tenantId, hardware: 'CPU', guaranteed, limit } }, op);
+const used = (tenantId: string) => cluster.cp.scheduler.usage().find((u) => u.tenantId === tenantId && u.hardware === 'CPU')?.used ?? 0;
+
+/** Makes the control plane's next run of `name` fail, before (`lost: false`) or after it committed (the answer lost). */
+function failNextStatement(name: string, lost: boolean): { failures: () => number; restore: () => void } {
+  const pool = cluster.cp.cx.relaxedPool;
+  const run = pool.run.bind(pool);
+  let failures = 0;
+  pool.run = (async (st: Statement, params: unknown[]) => {
+    if (st.name !== name || failures > 0) return run(st, params);
+    failures++;
+    if (lost) await run(st, params);
+    throw new Error('Connection terminated unexpectedly (injected)');
+  }) as typeof pool.run;
+  return { failures: () => failures, restore: () => { pool.run = run; } };
+}
+
+afterEach(async () => {
+  // Nothing of one test may hold the two slots into the next.
+  await waitFor(async () => cluster.cp.scheduler.usage().every((u) => u.used === 0), 20_000, 'slots free after the test');
+});
+
+it('an admission whose write fails is taken back and made again: the job runs', async () => {
+  const t = await signUpTenant(cluster.api, 'AdmitFails');
+  const fault = failNextStatement('scheduler.admit', false);
+  try {
+    const res = await cluster.api.gql(PREDICT, { input: { service: 'system.echo', input: { message: 'again' }, wait: 15 } }, t.token);
+    expect(fault.failures()).toBe(1);
+    expect(res.data.predict).toMatchObject({ status: 'SUCCEEDED', output: { message: 'again' }, attempt: 1 });
+  } finally {
+    fault.restore();
+  }
+  expect(used(t.tenantId)).toBe(0);
+});
+
+it('an admission that committed but whose answer was lost is dispatched by the reconciler, its devices counted until it ends', async () => {
+  const t = await signUpTenant(cluster.api, 'AdmitLost');
+  const fault = failNextStatement('scheduler.admit', true);
+  let id: string;
+  try {
+    id = await submit(t, 2500, 'lost answer');
+    // ADMITTED in Postgres, and re-sent once it has waited redispatchAfterMs (2 s here) without starting.
+    await waitFor(async () => (await job(t, id)).status === 'RUNNING', 15_000, 'the job RUNNING after its re-dispatch');
+    expect(fault.failures()).toBe(1);
+  } finally {
+    fault.restore();
+  }
+  expect(used(t.tenantId)).toBe(1);
+  await waitFor(async () => (await job(t, id)).status === 'SUCCEEDED', 15_000, 'the job SUCCEEDED');
+  expect((await job(t, id))).toMatchObject({ attempt: 1, output: { message: 'lost answer' } });
+  await waitFor(() => used(t.tenantId) === 0, 5000, 'its device given back');
+  const ledger = await owner.query('SELECT billable FROM usage_ledger WHERE job_id = $1', [id]);
+  expect(ledger.rows).toEqual([{ billable: true }]);
+});
+
+it('a preemption whose write fails is taken back and made again: the tenant within its guarantee gets the device', async () => {
+  const a = await signUpTenant(cluster.api, 'PreemptA');
+  const b = await signUpTenant(cluster.api, 'PreemptB');
+  await setQuota(a.tenantId, 1, 2);
+  await setQuota(b.tenantId, 1, 1);
+  const a1 = await submit(a, 30_000, 'a1');
+  const a2 = await submit(a, 30_000, 'a2');
+  await waitFor(async () => (await job(a, a1)).status === 'RUNNING' && (await job(a, a2)).status === 'RUNNING', 10_000, 'a1 and a2 RUNNING');
+
+  const db = cluster.cp.cx.db;
+  const query = db.query.bind(db);
+  let failures = 0;
+  db.query = (async (sql: string, params?: unknown[]) => {
+    if (failures === 0 && /^UPDATE jobs SET status = 'QUEUED', node_id = NULL, borrowed = false/.test(sql.trim())) {
+      failures++;
+      throw new Error('Connection terminated unexpectedly (injected)');
+    }
+    return query(sql, params);
+  }) as typeof db.query;
+  try {
+    const b1 = await submit(b, 30_000, 'b1');
+    await waitFor(async () => (await job(b, b1)).status === 'RUNNING', 15_000, 'b1 RUNNING after the retried preemption');
+    expect(failures).toBe(1);
+    const preempted = await Promise.all([job(a, a1), job(a, a2)]);
+    expect(preempted.map((j) => j.status).sort()).toEqual(['QUEUED', 'RUNNING']);
+    expect(used(a.tenantId)).toBe(1);
+    expect(used(b.tenantId)).toBe(1);
+    await cancelAll(b, [b1]);
+  } finally {
+    db.query = query;
+  }
+  await cancelAll(a, [a1, a2]);
+});
+
+it('an attempt marked stopped ends at its node\'s next heartbeat, with no message sent', async () => {
+  const t = await signUpTenant(cluster.api, 'Stopped');
+  const id = await submit(t, 30_000, 'to stop');
+  await waitFor(async () => (await job(t, id)).status === 'RUNNING', 10_000, 'RUNNING');
+  const { attempt } = await job(t, id);
+  // What a preemption or a lost node leaves for the node, without the pub/sub message (as if lost).
+  await redis.set(keys(cluster.api.env.REDIS_PREFIX).stopped(id, attempt), 'TEST', 'EX', 60);
+  // Heartbeats are 1 s apart: it ends long before its 30 s are up.
+  await waitFor(async () => (await job(t, id)).status === 'CANCELED', 10_000, 'the stopped attempt to end');
+});
