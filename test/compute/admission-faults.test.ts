@@ -136,3 +136,32 @@ it('an attempt marked stopped ends at its node\'s next heartbeat, with no messag
   // Heartbeats are 1 s apart: it ends long before its 30 s are up.
   await waitFor(async () => (await job(t, id)).status === 'CANCELED', 10_000, 'the stopped attempt to end');
 });
+
+it('a lost node whose jobs cannot be requeued at first is tried again: its job runs on the other node', async () => {
+  const t = await signUpTenant(cluster.api, 'LostNode');
+  const id = await submit(t, 3000, 'survivor');
+  await waitFor(async () => (await job(t, id)).status === 'RUNNING', 10_000, 'RUNNING');
+  const victim: string = (await owner.query('SELECT node_id FROM jobs WHERE id = $1', [id])).rows[0].node_id;
+  const monitor = cluster.cp.monitor;
+  const abandon = monitor.abandonAttempts.bind(monitor);
+  let failures = 0;
+  monitor.abandonAttempts = async (...args: Parameters<typeof abandon>) => {
+    if (args[2] === 'NODE_LOST' && failures === 0) {
+      failures++;
+      throw new Error('Connection terminated unexpectedly (injected)');
+    }
+    return abandon(...args);
+  };
+  try {
+    await cluster.kill(victim, 'SIGKILL');
+    await waitFor(async () => (await job(t, id)).status === 'SUCCEEDED', 30_000, 'the job SUCCEEDED on the other node');
+    expect(failures).toBe(1);
+  } finally {
+    monitor.abandonAttempts = abandon;
+  }
+  const done = await job(t, id);
+  expect(done).toMatchObject({ attempt: 2, output: { message: 'survivor' } });
+  expect(done.node.id).not.toBe(victim);
+  const ledger = await owner.query('SELECT attempt, billable, reason FROM usage_ledger WHERE job_id = $1 ORDER BY attempt', [id]);
+  expect(ledger.rows).toEqual([{ attempt: 1, billable: false, reason: 'NODE_LOST' }, { attempt: 2, billable: true, reason: null }]);
+});

@@ -107,11 +107,16 @@ export class NodeMonitor {
     for (const r of rows) if (!live.has(r.id)) await this.lost(r.id, 'not alive at control-plane start');
   }
 
-  /** `deregister`: drop its Redis registration too (not when a new incarnation already holds it). */
+  /**
+   * `deregister`: drop its Redis registration too (not when a new incarnation already holds it).
+   * The node is forgotten only once its jobs are requeued in Postgres: if that fails (Postgres
+   * unreachable a moment), the next tick finds it still missing and tries again. Forgotten first,
+   * its jobs would stay RUNNING on a node nothing watches any more, until a control-plane restart.
+   */
   async lost(name: string, why: string, deregister = true): Promise<void> {
-    this.known.delete(name);
     const rows = await this.abandonAttempts(`node_id = $1`, [name], 'NODE_LOST', `node ${name} lost (${why})`);
     await this.cx.db.query(`UPDATE nodes SET status = 'LOST' WHERE id = $1`, [name]);
+    this.known.delete(name);
     this.scheduler.removeNode(name);
     if (deregister) await this.cx.redis.multi().srem(this.cx.keys.nodeSet, name).del(this.cx.keys.node(name)).exec();
     for (const r of rows) if (r.status !== 'QUEUED') this.scheduler.dequeue(r.id);
