@@ -457,6 +457,33 @@ describe('webhooks', () => {
     expect(rows).toEqual([{ attempt: 1, status_code: 500, delivered: false }, { attempt: 2, status_code: 204, delivered: true }]);
   });
 
+  it('still sends the terminal webhook when the control plane fails between recording the end and announcing it', async () => {
+    received.length = 0;
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+    const announcer = cluster.cp.announcer;
+    const announceMany = announcer.announceMany.bind(announcer);
+    let failures = 0;
+    // As if the control plane died (or Redis failed) right after the end's commit: the recorder
+    // has not acknowledged the event, so it reads it again; the end is committed already.
+    announcer.announceMany = async (rows, event, opts) => {
+      if (failures === 0 && rows.some((r) => r.webhook_url === url && r.status === 'SUCCEEDED')) {
+        failures++;
+        throw new Error('Connection is closed (injected)');
+      }
+      return announceMany(rows, event, opts);
+    };
+    try {
+      const id = (await gql(PREDICT, echo({ message: 'announced late' }, { wait: 0, webhookUrl: url }), a)).data.predict.id;
+      await waitFor(() => received.some((r) => JSON.parse(r.body).data.id === id), 10_000, 'the terminal webhook');
+      expect(failures).toBe(1);
+      const events = received.map((r) => JSON.parse(r.body)).filter((e) => e.data.id === id);
+      expect(events).toEqual([expect.objectContaining({ type: 'prediction.succeeded', data: expect.objectContaining({ status: 'SUCCEEDED', output: { message: 'announced late' } }) })]);
+      expect((await ledger(id)).filter((r) => r.billable)).toHaveLength(1);
+    } finally {
+      announcer.announceMany = announceMany;
+    }
+  });
+
   it('sends the STARTED event of a job that ended before its start was recorded, before the terminal one', async () => {
     received.length = 0;
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;

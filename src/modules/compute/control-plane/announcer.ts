@@ -9,6 +9,8 @@ export interface AnnounceRow {
   webhook_url: string | null; webhook_events: string[]; hardware: string; progress: number;
   /** The job's view as committed (job-view.ts), published with the update so waiters need not read it back. */
   view?: Record<string, unknown>;
+  /** Announced before, and again now (a replayed end): not counted in metrics a second time. */
+  replayed?: boolean;
 }
 
 /** Views larger than this are not published (every API process receives every update): readers fetch them. */
@@ -50,7 +52,7 @@ export class Announcer {
   private async afterPublish(row: AnnounceRow, event: string): Promise<void> {
     const terminal = TERMINAL.has(event);
     if (terminal) {
-      this.cx.metrics.jobsEnded.inc({ status: event, hardware: row.hardware });
+      if (!row.replayed) this.cx.metrics.jobsEnded.inc({ status: event, hardware: row.hardware });
       for (const hook of this.terminalHooks) {
         await hook(row).catch((err: Error) => this.cx.log.error({ err, job: row.id }, 'terminal hook failed'));
       }

@@ -199,7 +199,7 @@ export class Recorder {
     const announce: AnnounceRow[] = rows.map((r) => ({
       id: r.id, tenant_id: r.tenant_id, kind: r.kind, parent_id: r.parent_id, service: r.service, status: r.status,
       webhook_url: r.webhook_url, webhook_events: r.webhook_events, hardware: r.hardware, progress: r.progress,
-      view: Object.fromEntries([...VIEW_COLUMNS.map((c) => [c, r[c]]), ['billable_ms', r.billable_ms]]),
+      view: Object.fromEntries([...VIEW_COLUMNS.map((c) => [c, r[c]]), ['billable_ms', r.billable_ms]]), replayed: r.replayed,
     }));
     // Started and ended in one batch: nobody saw it RUNNING, but a STARTED webhook is still owed.
     const unseenStarts = announce.filter((_, i) => rows[i].prev_status === 'ADMITTED' && rows[i].started_at !== null);
@@ -208,7 +208,9 @@ export class Recorder {
   }
 }
 
-type EndedRow = AnnounceRow & Record<(typeof VIEW_COLUMNS)[number], any> & { billable_ms: string; prev_status: string };
+type EndedRow = AnnounceRow & Record<(typeof VIEW_COLUMNS)[number], any> & { billable_ms: string; prev_status: string; replayed: boolean };
+
+const ENDED_COLUMNS = [...new Set([...ANNOUNCE_COLUMNS.split(', '), ...VIEW_COLUMNS])].map((c) => `j.${c}`).join(', ');
 
 /**
  * One statement, so one atomic, durable commit: the ledger rows (unique per job × attempt, so a
@@ -218,6 +220,12 @@ type EndedRow = AnnounceRow & Record<(typeof VIEW_COLUMNS)[number], any> & { bil
  * committed before. `o` is the row before the update (for the STARTED webhook of a folded start).
  * `locked` takes the jobs' row locks, in id order, before anything is written (`e` cannot yield a
  * row until the count is done), the order every other writer of jobs + ledger uses: no deadlock.
+ * `replayed` returns, unchanged, the jobs this very end (same attempt, status and end time) has
+ * ended before: an end read again after a failure between its commit and its announcement (a
+ * crash, Redis or Postgres failing under the webhook enqueue) is announced again, so its waiters,
+ * webhook and hooks are not lost; the webhook's id is the same, so it is not sent twice while
+ * BullMQ still holds it, and receivers deduplicate by it in any case (Standard Webhooks). All
+ * parts see the snapshot from before the statement, so a job ended here is never also `replayed`.
  */
 export const ENDED = statement('recorder.ended', `
   WITH locked AS (
@@ -240,11 +248,19 @@ export const ENDED = statement('recorder.ended', `
            data_expires_at = now() + make_interval(secs => $12)
       FROM e, jobs o
      WHERE j.id = e.job_id AND o.id = j.id AND j.attempt = e.attempt AND j.status || '' IN ('ADMITTED','RUNNING')
-    RETURNING ${[...new Set([...ANNOUNCE_COLUMNS.split(', '), ...VIEW_COLUMNS])].map((c) => `j.${c}`).join(', ')}, o.status AS prev_status
+    RETURNING ${ENDED_COLUMNS}, o.status AS prev_status, false AS replayed
+  ), replayed AS (
+    SELECT ${ENDED_COLUMNS}, j.status AS prev_status, true AS replayed
+      FROM e JOIN jobs j ON j.id = e.job_id
+     WHERE j.attempt = e.attempt AND j.status || '' IN ('SUCCEEDED','FAILED','CANCELED') AND j.status = e.status
+       AND j.completed_at = to_timestamp(e.ended / 1000.0)
   )
   SELECT upd.*, (COALESCE((SELECT sum(u.billable_ms) FROM usage_ledger u WHERE u.job_id = upd.id AND u.billable), 0)
                + COALESCE((SELECT sum(l.billable_ms) FROM ledger l WHERE l.job_id = upd.id AND l.billable), 0))::bigint AS billable_ms
-    FROM upd`);
+    FROM upd
+  UNION ALL
+  SELECT r.*, COALESCE((SELECT sum(u.billable_ms) FROM usage_ledger u WHERE u.job_id = r.id AND u.billable), 0)::bigint
+    FROM replayed r`);
 
 // Status guards as filters, not index conditions: see scheduler.ts (ADMIT).
 export const STARTED = statement('recorder.started', `
