@@ -137,6 +137,25 @@ it('an attempt marked stopped ends at its node\'s next heartbeat, with no messag
   await waitFor(async () => (await job(t, id)).status === 'CANCELED', 10_000, 'the stopped attempt to end');
 });
 
+it('an attempt still running after its job was canceled, the cancel message and marker lost, is stopped by reconciliation', async () => {
+  const t = await signUpTenant(cluster.api, 'LostCancel');
+  const id = await submit(t, 30_000, 'cancel lost');
+  await waitFor(async () => (await job(t, id)).status === 'RUNNING', 10_000, 'RUNNING');
+  const { attempt } = await job(t, id);
+  const reported = () => cluster.cp.monitor.knownNodes().some((n) => n.running.includes(`${id}:${attempt}`));
+  await waitFor(reported, 5000, 'a heartbeat reporting the attempt');
+  // What the API's cancel commits, without its Redis writes (as if they failed after the commit).
+  await owner.query(`UPDATE jobs SET status = 'CANCELED', completed_at = now(),
+                       error = jsonb_build_object('code', 'CANCELED', 'message', 'Canceled by the client') WHERE id = $1`, [id]);
+  await waitFor(() => !reported(), 10_000, 'the node to stop the attempt');
+  // Its end is recorded and billed for the seconds it ran, not for the 30 it asked for.
+  await waitFor(async () => (await owner.query('SELECT 1 FROM usage_ledger WHERE job_id = $1', [id])).rowCount === 1, 5000, 'its ledger row');
+  const { rows: [row] } = await owner.query('SELECT billable, billable_ms::int AS ms FROM usage_ledger WHERE job_id = $1', [id]);
+  expect(row.billable).toBe(true);
+  expect(row.ms).toBeLessThan(15_000);
+  expect((await job(t, id)).status).toBe('CANCELED');
+});
+
 it('a lost node whose jobs cannot be requeued at first is tried again: its job runs on the other node', async () => {
   const t = await signUpTenant(cluster.api, 'LostNode');
   const id = await submit(t, 3000, 'survivor');

@@ -3,6 +3,8 @@ import { ANNOUNCE_COLUMNS, type Announcer, type AnnounceRow } from './announcer'
 import type { ControlPlaneContext } from './context';
 import type { NodeMonitor } from './node-monitor';
 import type { Scheduler } from './scheduler';
+import { STOPPED_MARKER_SECONDS } from '../../../platform/queue/messages';
+import { isUuid } from '../../../platform/uuid';
 
 const INPUT_DELETE_CONCURRENCY = 8;
 /** A failed deletion is tried again after this long (a store that is down is not hammered every tick). */
@@ -34,6 +36,8 @@ export class Reconciler {
   private readonly failedInputs = new Set<string>();
   private retryFailedAt = 0;
   private deleting: Promise<void> | null = null;
+  /** `job:attempt` of attempts told to stop, while their nodes still report them (each is told once). */
+  private readonly stopsSent = new Set<string>();
 
   start(): void {
     this.timer = setInterval(() => void this.tick(), this.cx.settings.reconcileIntervalMs);
@@ -58,6 +62,7 @@ export class Reconciler {
       await this.abandonOrphans();
       await this.expireData();
       await this.nodeMetrics();
+      await this.stopSuperseded();
     } catch (err) {
       this.cx.log.warn({ err: (err as Error).message }, 'reconcile tick failed');
     } finally {
@@ -173,6 +178,50 @@ export class Reconciler {
       const node = this.monitor.nodeInfo(r.node_id);
       if (node && node.beatAt > +r.admitted_at + 1000 && !node.running.includes(`${r.id}:${r.attempt}`)) await this.scheduler.redispatch(r);
     }
+  }
+
+  /**
+   * Attempts a node reports running that Postgres no longer has as the job's running attempt
+   * (cancelled, preempted, given up as lost) are stopped: a stopped marker and a cancel message,
+   * as a preemption sends. This repairs a message lost together with its marker (Redis restarted
+   * empty, or a cancel whose Redis writes failed after its commit): left alone, such an attempt ran
+   * to its end on devices the admitter had given to another job, and a cancelled one was billed for
+   * all of it. An ended job is judged only by a heartbeat sent well after its end (a node reports
+   * its attempts up to a beat late), and each attempt is told once while its node reports it.
+   */
+  private async stopSuperseded(): Promise<void> {
+    const reported = new Map<string, { id: string; attempt: number; beatAt: number }>();
+    for (const n of this.monitor.knownNodes()) {
+      for (const a of n.running) {
+        const i = a.lastIndexOf(':');
+        const id = a.slice(0, i);
+        if (isUuid(id) && !this.stopsSent.has(a)) reported.set(a, { id, attempt: Number(a.slice(i + 1)), beatAt: n.beatAt });
+      }
+    }
+    const stillReported = new Set(this.monitor.knownNodes().flatMap((n) => n.running));
+    for (const key of this.stopsSent) if (!stillReported.has(key)) this.stopsSent.delete(key);
+    if (reported.size === 0) return;
+    const rows: Array<{ id: string; attempt: number; status: string; completed_at: Date | null }> = await this.cx.db.query(
+      `SELECT id, attempt, status, completed_at FROM jobs WHERE id = ANY($1::uuid[])`, [[...new Set([...reported.values()].map((r) => r.id))]],
+    );
+    const jobs = new Map(rows.map((r) => [r.id, r]));
+    const stop = [...reported].filter(([, r]) => {
+      const job = jobs.get(r.id);
+      if (!job) return false; // not this deployment's, or not committed yet: not ours to judge
+      if (job.status === 'ADMITTED' || job.status === 'RUNNING') return job.attempt !== r.attempt;
+      if (job.status === 'QUEUED') return true;
+      return job.completed_at !== null && r.beatAt > +job.completed_at + 1000;
+    });
+    if (stop.length === 0) return;
+    const { redis, keys: k } = this.cx;
+    const tell = redis.multi();
+    for (const [, r] of stop) {
+      tell.set(k.stopped(r.id, r.attempt), 'SUPERSEDED', 'EX', STOPPED_MARKER_SECONDS)
+        .publish(k.cancel, JSON.stringify({ jobId: r.id, attempt: r.attempt, reason: 'SUPERSEDED' }));
+    }
+    await tell.exec();
+    for (const [key] of stop) this.stopsSent.add(key);
+    this.cx.log.warn({ attempts: stop.map(([key]) => key) }, 'stopped attempts their nodes still run though Postgres has moved on');
   }
 
   private async abandonOrphans(): Promise<void> {
