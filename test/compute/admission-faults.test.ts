@@ -137,16 +137,31 @@ it('an attempt marked stopped ends at its node\'s next heartbeat, with no messag
   await waitFor(async () => (await job(t, id)).status === 'CANCELED', 10_000, 'the stopped attempt to end');
 });
 
-it('an attempt still running after its job was canceled, the cancel message and marker lost, is stopped by reconciliation', async () => {
+it('a cancel whose Redis writes fail after its commit answers CANCELED, and reconciliation stops the running attempt', async () => {
   const t = await signUpTenant(cluster.api, 'LostCancel');
   const id = await submit(t, 30_000, 'cancel lost');
   await waitFor(async () => (await job(t, id)).status === 'RUNNING', 10_000, 'RUNNING');
   const { attempt } = await job(t, id);
   const reported = () => cluster.cp.monitor.knownNodes().some((n) => n.running.includes(`${id}:${attempt}`));
   await waitFor(reported, 5000, 'a heartbeat reporting the attempt');
-  // What the API's cancel commits, without its Redis writes (as if they failed after the commit).
-  await owner.query(`UPDATE jobs SET status = 'CANCELED', completed_at = now(),
-                       error = jsonb_build_object('code', 'CANCELED', 'message', 'Canceled by the client') WHERE id = $1`, [id]);
+  // The cancel's marker, message and wake-up all go in one MULTI: make it fail, once.
+  const apiRedis = cluster.api.app.redis;
+  const multi = apiRedis.multi.bind(apiRedis);
+  let broken = 0;
+  apiRedis.multi = ((...args: Parameters<typeof multi>) => {
+    const m = multi(...args);
+    if (broken++ === 0) m.exec = () => Promise.reject(new Error('Connection is closed (injected)'));
+    return m;
+  }) as typeof apiRedis.multi;
+  let res;
+  try {
+    res = await cluster.api.gql(CANCEL, { id }, t.token);
+  } finally {
+    apiRedis.multi = multi;
+  }
+  expect(broken).toBe(1);
+  expect(res.errors).toBeUndefined();
+  expect(res.data.cancelPrediction.status).toBe('CANCELED');
   await waitFor(() => !reported(), 10_000, 'the node to stop the attempt');
   // Its end is recorded and billed for the seconds it ran, not for the 30 it asked for.
   await waitFor(async () => (await owner.query('SELECT 1 FROM usage_ledger WHERE job_id = $1', [id])).rowCount === 1, 5000, 'its ledger row');

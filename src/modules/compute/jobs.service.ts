@@ -206,12 +206,16 @@ export class JobsService {
       return row;
     });
     if (prev) {
+      // The cancel is committed: if telling Redis fails, the reconciler still stops the attempt on
+      // its node (it compares what nodes run with Postgres) and the admitter drops the job when it
+      // finds it no longer queued. So the caller is answered with the cancelled job either way.
       const msg: AdmissionMessage = { op: 'canceled', id };
       await this.redis.multi()
         .set(this.k.canceled(id), '1', 'EX', 24 * 3600)
         .publish(this.k.cancel, JSON.stringify({ jobId: id }))
         .xadd(this.k.admission, 'MAXLEN', '~', 100_000, '*', 'm', JSON.stringify(msg))
-        .exec();
+        .exec()
+        .catch(() => undefined);
     }
     return this.read(tenantId, id, kind);
   }
