@@ -622,7 +622,8 @@ function freeOf(node: NodeState): number {
   return Math.max(0, node.spec.totalDevices - node.used);
 }
 
-function toPending(job: ActiveJob): PendingJob {
+/** The queued form of a job that ran (or was admitted): what it asked for, and when. */
+export function toPending(job: ActiveJob): PendingJob {
   const { id, tenantId, hardware, devices, enqueuedAt, priority } = job;
   return priority === undefined ? { id, tenantId, hardware, devices, enqueuedAt } : { id, tenantId, hardware, devices, enqueuedAt, priority };
 }

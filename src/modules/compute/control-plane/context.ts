@@ -1,9 +1,9 @@
-import type { Redis } from 'ioredis';
+import type { ChainableCommander, Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { Pool } from 'pg';
 import type { DataSource } from 'typeorm';
 import { run, type Statement } from '../../../platform/db/sql';
-import type { keys } from '../../../platform/queue/messages';
+import { STOPPED_MARKER_SECONDS, type keys } from '../../../platform/queue/messages';
 import type { ComputeMetrics } from '../compute.metrics';
 
 /** What the control plane's parts share: the owner connection (it works across tenants), Redis, keys. */
@@ -59,6 +59,16 @@ export const DEFAULT_SETTINGS: ControlPlaneSettings = {
   webhookBackoffMs: 1000,
   abandonedEventsAfterMs: 10_000,
 };
+
+/**
+ * Queues on `pipe` what stops an attempt on its node: a cancel message for at once, and the
+ * attempt's stopped marker, which the node reads before it starts an attempt and with each
+ * heartbeat, in case the message is lost.
+ */
+export function stopAttempt(pipe: ChainableCommander, k: ControlPlaneContext['keys'], jobId: string, attempt: number, reason: string): ChainableCommander {
+  return pipe.set(k.stopped(jobId, attempt), reason, 'EX', STOPPED_MARKER_SECONDS)
+    .publish(k.cancel, JSON.stringify({ jobId, attempt, reason }));
+}
 
 /** Runs one recoverable prepared statement on the relaxed pool (see `ControlPlaneContext.relaxedPool`). */
 export function relaxedRun<T extends Record<string, any> = any>(cx: Pick<ControlPlaneContext, 'relaxedPool'>, st: Statement, params: unknown[]): Promise<T[]> {

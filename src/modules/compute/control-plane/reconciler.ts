@@ -1,9 +1,8 @@
 import type { ArtifactStore } from '../../training/artifact-store';
 import { ANNOUNCE_COLUMNS, type Announcer, type AnnounceRow } from './announcer';
-import type { ControlPlaneContext } from './context';
+import { stopAttempt, type ControlPlaneContext } from './context';
 import type { NodeMonitor } from './node-monitor';
 import type { Scheduler } from './scheduler';
-import { STOPPED_MARKER_SECONDS } from '../../../platform/queue/messages';
 import { isUuid } from '../../../platform/uuid';
 
 const INPUT_DELETE_CONCURRENCY = 8;
@@ -191,14 +190,15 @@ export class Reconciler {
    */
   private async stopSuperseded(): Promise<void> {
     const reported = new Map<string, { id: string; attempt: number; beatAt: number }>();
+    const stillReported = new Set<string>();
     for (const n of this.monitor.knownNodes()) {
       for (const a of n.running) {
+        stillReported.add(a);
         const i = a.lastIndexOf(':');
         const id = a.slice(0, i);
         if (isUuid(id) && !this.stopsSent.has(a)) reported.set(a, { id, attempt: Number(a.slice(i + 1)), beatAt: n.beatAt });
       }
     }
-    const stillReported = new Set(this.monitor.knownNodes().flatMap((n) => n.running));
     for (const key of this.stopsSent) if (!stillReported.has(key)) this.stopsSent.delete(key);
     if (reported.size === 0) return;
     const rows: Array<{ id: string; attempt: number; status: string; completed_at: Date | null }> = await this.cx.db.query(
@@ -215,10 +215,7 @@ export class Reconciler {
     if (stop.length === 0) return;
     const { redis, keys: k } = this.cx;
     const tell = redis.multi();
-    for (const [, r] of stop) {
-      tell.set(k.stopped(r.id, r.attempt), 'SUPERSEDED', 'EX', STOPPED_MARKER_SECONDS)
-        .publish(k.cancel, JSON.stringify({ jobId: r.id, attempt: r.attempt, reason: 'SUPERSEDED' }));
-    }
+    for (const [, r] of stop) stopAttempt(tell, k, r.id, r.attempt, 'SUPERSEDED');
     await tell.exec();
     for (const [key] of stop) this.stopsSent.add(key);
     this.cx.log.warn({ attempts: stop.map(([key]) => key) }, 'stopped attempts their nodes still run though Postgres has moved on');

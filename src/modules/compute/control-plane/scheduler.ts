@@ -1,7 +1,7 @@
 import { Queue } from 'bullmq';
-import { Admitter, type Admission, type NodeSpec, type Preemption } from '../admission';
-import { MAX_DISPATCH_BATCH, STOPPED_MARKER_SECONDS, bullPrefix, type AdmissionMessage, type DispatchMessage, type DispatchPayload, type Hardware } from '../../../platform/queue/messages';
-import { relaxedRun, type ControlPlaneContext } from './context';
+import { Admitter, toPending, type ActiveJob, type Admission, type NodeSpec, type Preemption } from '../admission';
+import { MAX_DISPATCH_BATCH, bullPrefix, type AdmissionMessage, type DispatchMessage, type DispatchPayload, type Hardware } from '../../../platform/queue/messages';
+import { relaxedRun, stopAttempt, type ControlPlaneContext } from './context';
 import { statement } from '../../../platform/db/sql';
 
 interface AdmittedRow {
@@ -21,6 +21,14 @@ export const ADMIT = statement('scheduler.admit', `
     FROM unnest($1::uuid[], $2::text[], $3::bool[]) AS a(id, node_id, borrowed)
    WHERE j.id = a.id AND j.status || '' = 'QUEUED'
   RETURNING j.id, j.tenant_id, j.attempt, j.service, j.input, j.devices, j.hardware, j.deadline_at, j.created_at, j.node_id`);
+
+/** A job Postgres has ADMITTED or RUNNING on a node, as the admitter holds it. */
+function activeJobOf(j: { id: string; tenant_id: string; hardware: Hardware; devices: number; created_at: Date; node_id: string; admitted_at: Date | null; borrowed: boolean }): ActiveJob {
+  return {
+    id: j.id, tenantId: j.tenant_id, hardware: j.hardware, devices: j.devices, enqueuedAt: +j.created_at,
+    nodeId: j.node_id, admittedAt: +(j.admitted_at ?? j.created_at), borrowed: j.borrowed,
+  };
+}
 
 /**
  * The admitter's I/O shell: feeds the pure Admitter from Postgres and Redis wake-ups, writes its
@@ -58,10 +66,7 @@ export class Scheduler {
     this.admitter = new Admitter({
       nodes, defaultQuota: settings.defaultQuota,
       quotas: quotas.map((q) => ({ tenantId: q.tenant_id, hardware: q.hardware, guaranteed: q.guaranteed, limit: q.limit })),
-      active: active.map((j) => ({
-        id: j.id, tenantId: j.tenant_id, hardware: j.hardware, devices: j.devices, enqueuedAt: +j.created_at,
-        nodeId: j.node_id, admittedAt: +(j.admitted_at ?? j.created_at), borrowed: j.borrowed,
-      })),
+      active: active.map(activeJobOf),
       pending: pending.map((j) => ({ id: j.id, tenantId: j.tenant_id, hardware: j.hardware, devices: j.devices, enqueuedAt: +j.created_at })),
     });
     for (const j of active) this.activeAttempt.set(j.id, j.attempt);
@@ -138,10 +143,7 @@ export class Scheduler {
    */
   async redispatch(row: AdmittedRow & { borrowed: boolean; admitted_at: Date }): Promise<void> {
     if (!this.admitter.isPending(row.id) && !this.admitter.activeJob(row.id)) {
-      this.admitter.addActive({
-        id: row.id, tenantId: row.tenant_id, hardware: row.hardware, devices: row.devices, enqueuedAt: +row.created_at,
-        nodeId: row.node_id, admittedAt: +row.admitted_at, borrowed: row.borrowed,
-      });
+      this.admitter.addActive(activeJobOf(row));
       this.activeAttempt.set(row.id, row.attempt);
     }
     await this.dispatch([row]);
@@ -198,7 +200,7 @@ export class Scheduler {
       const job = this.admitter.activeJob(a.jobId);
       if (!job) continue;
       this.admitter.jobFinished(a.jobId);
-      this.admitter.enqueue({ id: job.id, tenantId: job.tenantId, hardware: job.hardware, devices: job.devices, enqueuedAt: job.enqueuedAt });
+      this.admitter.enqueue(toPending(job));
     }
     for (const p of preempts) {
       // Still queued again by the decision: it runs on. Unless its end was read meanwhile (its
@@ -291,9 +293,7 @@ export class Scheduler {
     for (const r of rows) {
       this.activeAttempt.delete(r.id);
       metrics.preemptions.inc({ hardware: r.hardware });
-      tell.set(k.stopped(r.id, r.attempt), 'PREEMPTED', 'EX', STOPPED_MARKER_SECONDS)
-        .publish(k.cancel, JSON.stringify({ jobId: r.id, attempt: r.attempt, reason: 'PREEMPTED' }))
-        .publish(k.jobUpdates, JSON.stringify({ jobId: r.id, status: 'QUEUED' }));
+      stopAttempt(tell, k, r.id, r.attempt, 'PREEMPTED').publish(k.jobUpdates, JSON.stringify({ jobId: r.id, status: 'QUEUED' }));
     }
     if (rows.length) {
       await tell.exec().catch((err: Error) => {
