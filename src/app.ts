@@ -8,6 +8,7 @@ import { createLogger } from './platform/logger';
 import { RateLimiter } from './platform/rate-limit';
 import { TokenSigner } from './modules/tenancy/credentials';
 import { TenancyService } from './modules/tenancy/tenancy.service';
+import { WebhookSettingsService } from './modules/tenancy/webhook-settings';
 import { JobUpdateBus } from './modules/compute/job-updates';
 import { JobsService } from './modules/compute/jobs.service';
 import { OperatorService } from './modules/compute/operator.service';
@@ -24,6 +25,7 @@ export interface AppServices extends TrainingServices {
   services: ServicesService;
   operator: OperatorService;
   billing: BillingService;
+  webhookSettings: WebhookSettingsService;
 }
 
 /** The wired application: repositories and clients first, then services. Used by the API, workers and tests. */
@@ -59,16 +61,16 @@ export async function createApp(env: Env, opts: { log?: Logger; metrics?: Metric
   const store = createArtifactStore(env);
   const services = new ServicesService(billing.prices, {}, new ImageInputStore(store, log));
   // A deployment is resolved by the training module's registry, a service id by the catalog.
+  const webhookPolicy = { allowPlainHttpWebhooks: env.NODE_ENV !== 'production' };
   const jobs = new JobsService(db, redis, k, bus, (p, ref, input) =>
-    (ref.deployment !== undefined ? training.models.resolveDeployment(p, ref.deployment, input) : services.resolve(p, ref, input)), {
-    allowPlainHttpWebhooks: env.NODE_ENV !== 'production',
-  });
+    (ref.deployment !== undefined ? training.models.resolveDeployment(p, ref.deployment, input) : services.resolve(p, ref, input)), webhookPolicy);
   jobs.guards.push(billing.guard);
   const training = createTraining(env, db, redis, k, log, jobs, store);
   return {
     env, log, db, redis, metrics, bus,
     rateLimiter: new RateLimiter(redis, env.REDIS_PREFIX),
-    services: { tenancy, jobs, services, operator: new OperatorService(db, redis, k), billing: billing.service, ...training },
+    services: { tenancy, jobs, services, operator: new OperatorService(db, redis, k), billing: billing.service,
+      webhookSettings: new WebhookSettingsService(db, webhookPolicy), ...training },
     async close() {
       redis.disconnect();
       subscriber.disconnect();

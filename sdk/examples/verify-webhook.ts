@@ -2,8 +2,8 @@
  * Receives a prediction's webhook on a local HTTP server and verifies its Standard Webhooks
  * signature with `verifyWebhook` (keep the raw body: the signature covers the exact bytes).
  *
- * The secret is the tenant's `whsec_…` webhook secret (NIMBUS_WEBHOOK_SECRET). The default
- * below is the demo tenant's development secret that `npm start` seeds.
+ * The secret is the tenant's `whsec_…` signing secret: NIMBUS_WEBHOOK_SECRET, else read from the
+ * API (`webhooks.settings()`, which needs the ADMIN scope; the demo key that `npm start` seeds has it).
  *
  *   npm run sdk:build && node sdk/dist/examples/verify-webhook.js
  */
@@ -11,9 +11,9 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Nimbus, verifyWebhook, WebhookVerificationError } from '@nimbus/sdk';
 
-const SECRET = process.env.NIMBUS_WEBHOOK_SECRET ?? 'whsec_MDAwMDAwMDAtMDAwMC00MDAwLTgwMDAtMDAwMDAwMDBkZTMw';
-
 async function main() {
+  const nimbus = new Nimbus();
+  const secret = process.env.NIMBUS_WEBHOOK_SECRET ?? (await nimbus.webhooks.settings()).signingSecret;
   let resolveEvent: (type: string) => void;
   const received = new Promise<string>((r) => (resolveEvent = r));
   const server = createServer((req, res) => {
@@ -22,7 +22,7 @@ async function main() {
     req.on('end', () => {
       const raw = Buffer.concat(chunks);
       try {
-        const event = verifyWebhook<{ message: string }>(req.headers, raw, SECRET);
+        const event = verifyWebhook<{ message: string }>(req.headers, raw, secret);
         console.log(`verified ${req.headers['webhook-id']}: ${event.type}`, event.data.output);
         res.writeHead(204).end();
         resolveEvent(event.type);
@@ -35,7 +35,6 @@ async function main() {
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/nimbus-webhook`;
 
-  const nimbus = new Nimbus();
   const prediction = await nimbus.predict({ service: 'system.echo', input: { message: 'hello, webhook' }, webhookUrl: url, wait: 0 });
   console.log(`prediction ${prediction.id} queued; waiting for its webhook at ${url}`);
   const timeout = setTimeout(() => {

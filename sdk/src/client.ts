@@ -4,8 +4,9 @@ import {
   CreateDatasetDocument, CreateDatasetUploadDocument, CreateDeploymentDocument, CreateTrainingJobDocument, CurrentBillDocument,
   DatasetDocument, DatasetsDocument, DeploymentDocument, DeploymentsDocument, InvoiceDocument, InvoicesDocument, LogInDocument,
   MeDocument, ModelDocument, ModelVersionDocument, ModelsDocument, NodesDocument, PredictDocument, PredictionDocument,
-  PredictionUpdatedDocument, PredictionsDocument, QuotasDocument, RevokeApiKeyDocument, ServicesDocument, SetQuotaDocument,
-  SetSpendLimitDocument, SignUpDocument, TrainingJobDocument, TrainingJobUpdatedDocument, UpdateDeploymentDocument, UsageDocument,
+  PredictionUpdatedDocument, PredictionsDocument, QuotasDocument, RevokeApiKeyDocument, RotateWebhookSecretDocument, ServicesDocument, SetQuotaDocument,
+  SetSpendLimitDocument, SignUpDocument, TrainingJobDocument, TrainingJobUpdatedDocument, UpdateDeploymentDocument, UpdateWebhookSettingsDocument,
+  UsageDocument, WebhookSettingsDocument,
   type ApiKeyScope, type CreateDatasetInput, type CreateDeploymentInput, type CreateTrainingJobInput, type DatasetFormat,
   type SetQuotaInput, type SignUpInput, type WebhookEvent,
 } from './generated/graphql';
@@ -15,7 +16,7 @@ import { Transport, USER_AGENT, randomId, sleep, type FetchLike, type RequestOpt
 import type {
   ApiKey, ClusterNode, CreatedApiKey, CurrentBill, Dataset, DatasetVersion, Deployment, Invoice, LogInResult, Me, Model,
   ModelSummary, ModelVersion, Money, Prediction, PredictionSummary, Quota, QuotaSetting, RevokedApiKey, Service,
-  SignUpResult, TrainingJob, UploadTarget, Usage,
+  SignUpResult, TrainingJob, UploadTarget, Usage, WebhookSettings,
 } from './types';
 import { inferDatasetFormat, readUploadSource, type UploadSource } from './upload';
 import { isTerminal, waitForJob, type JobAdapter, type WaitOptions } from './wait';
@@ -267,6 +268,17 @@ export class Nimbus {
     revoke: async (id: string): Promise<RevokedApiKey> => (await this.mutate(RevokeApiKeyDocument, { id }, true)).revokeApiKey,
     list: (opts: ListOptions = {}): PageIterator<ApiKey> =>
       new PageIterator(async (first, after, signal) => toPage((await this.query(ApiKeysDocument, { first, after }, signal)).apiKeys), opts),
+  };
+
+  /** The tenant's webhook URL and signing secret (ADMIN scope: an owner's or admin's JWT, or an ADMIN key). */
+  readonly webhooks = {
+    /** `signingSecret` is what `verifyWebhook` needs. */
+    settings: async (): Promise<WebhookSettings> => (await this.query(WebhookSettingsDocument, {})).webhookSettings,
+    /** The URL for account events (spend-limit thresholds); `null` removes it. */
+    update: async (input: { url: string | null }): Promise<WebhookSettings> =>
+      (await this.mutate(UpdateWebhookSettingsDocument, { input }, true)).updateWebhookSettings,
+    /** A new secret; the old one keeps signing beside it for 24 h (`previousSecretExpiresAt`). Not retried: each call rotates. */
+    rotateSecret: async (): Promise<WebhookSettings> => (await this.mutate(RotateWebhookSecretDocument, {}, false)).rotateWebhookSecret,
   };
 
   // ---------- datasets, training, models, deployments ----------

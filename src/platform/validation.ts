@@ -1,4 +1,4 @@
-import type { z } from 'zod';
+import { z } from 'zod';
 import { badInput } from './errors';
 
 /** Parses with zod; the first issue becomes BAD_USER_INPUT naming the field (e.g. `input.email`). */
@@ -15,4 +15,12 @@ export function parseInput<S extends z.ZodType>(schema: S, value: unknown, root 
   return (() => {
     throw badInput(field, issue.code === 'unrecognized_keys' ? 'unknown field' : issue.message);
   })();
+}
+
+/** A URL Nimbus will POST webhooks to: http(s), at most 2,000 characters. */
+export const webhookUrlSchema = z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }).max(2000);
+
+/** Outside development, webhooks go over TLS only (their bodies carry outputs). */
+export function requireHttpsWebhook(field: string, url: string | null | undefined, allowPlainHttp: boolean): void {
+  if (url && !allowPlainHttp && !url.startsWith('https://')) throw badInput(field, 'must be an https URL');
 }

@@ -33,6 +33,7 @@ afterAll(async () => {
 });
 
 const gql = (q: string, v: Record<string, unknown>, t: TestTenant | string) => cluster.api.gql(q, v, typeof t === 'string' ? t : t.token);
+const UPDATE_WEBHOOK_SETTINGS = `mutation($input: UpdateWebhookSettingsInput!) { updateWebhookSettings(input: $input) { url signingSecret } }`;
 const code = (res: { errors?: Array<{ extensions?: Record<string, any> }> }) => res.errors?.[0]?.extensions?.code;
 const customerOf = async (t: TestTenant) => (await owner.query('SELECT stripe_customer_id FROM tenants WHERE id = $1', [t.tenantId])).rows[0].stripe_customer_id as string;
 
@@ -231,7 +232,8 @@ describe('spend limits', () => {
 
     it('notifies at 80% and at 100% of the limit, once per period each, by audit event and signed webhook', async () => {
       const d = await signUpTenant(cluster.api, 'Notified');
-      await owner.query('UPDATE tenants SET webhook_url = $2 WHERE id = $1', [d.tenantId, `http://127.0.0.1:${(server.address() as AddressInfo).port}/billing`]);
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/billing`;
+      expect((await gql(UPDATE_WEBHOOK_SETTINGS, { input: { url } }, d)).data.updateWebhookSettings.url).toBe(url);
       await gql(SET_SPEND_LIMIT, { amountCents: 100 }, d);
       const notes = async () => (await owner.query(
         `SELECT data FROM audit_events WHERE tenant_id = $1 AND action = 'billing.spend_threshold' ORDER BY created_at`, [d.tenantId])).rows.map((r) => r.data);
@@ -251,9 +253,9 @@ describe('spend limits', () => {
         { period, thresholdPercent: 100, spendLimitCents: 100, periodCostCents: 102 },
       ]);
       expect(received).toHaveLength(2);
-      const { rows: [t] } = await owner.query('SELECT webhook_secret FROM tenants WHERE id = $1', [d.tenantId]);
+      const { signingSecret } = (await gql(UPDATE_WEBHOOK_SETTINGS, { input: { url } }, d)).data.updateWebhookSettings;
       for (const [i, r] of received.entries()) {
-        expect(verifyWebhookSignature(t.webhook_secret, r.headers as Record<string, string>, r.body)).toBe(true);
+        expect(verifyWebhookSignature(signingSecret, r.headers as Record<string, string>, r.body)).toBe(true);
         expect(JSON.parse(r.body)).toMatchObject({
           type: 'billing.spend_threshold',
           data: { period, thresholdPercent: [80, 100][i], spendLimit: { amountCents: 100, currency: 'usd' } },

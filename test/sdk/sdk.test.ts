@@ -324,13 +324,30 @@ describe('webhooks', () => {
     const p: Prediction = await nimbus.predict({ service: 'system.echo', input: { message: 'hooked' }, wait: 10, webhookUrl: url });
     await waitFor(() => received.some((r) => r.body.includes(p.id)), 10_000, 'webhook');
     const delivery = received.find((r) => r.body.includes(p.id))!;
-    const { rows: [t] } = await owner.query('SELECT webhook_secret FROM tenants WHERE id = $1', [a.tenantId]);
-    const event = verifyWebhook<{ message: string }>(delivery.headers, delivery.body, t.webhook_secret);
+    const { signingSecret } = await nimbus.webhooks.settings();
+    const event = verifyWebhook<{ message: string }>(delivery.headers, delivery.body, signingSecret);
     expect(event).toMatchObject({ type: 'prediction.succeeded', data: { id: p.id, status: 'SUCCEEDED', output: { message: 'hooked' } } });
-    expect(() => verifyWebhook(delivery.headers, delivery.body.replace('hooked', 'forged'), t.webhook_secret)).toThrow(WebhookVerificationError);
+    expect(() => verifyWebhook(delivery.headers, delivery.body.replace('hooked', 'forged'), signingSecret)).toThrow(WebhookVerificationError);
     const { rows: [tb] } = await owner.query('SELECT webhook_secret FROM tenants WHERE id = $1', [b.tenantId]);
     expect(() => verifyWebhook(delivery.headers, delivery.body, tb.webhook_secret)).toThrow(WebhookVerificationError);
-    expect(() => verifyWebhook(delivery.headers, delivery.body, t.webhook_secret, { now: Date.now() + 10 * 60_000 })).toThrow(/too old/);
+    expect(() => verifyWebhook(delivery.headers, delivery.body, signingSecret, { now: Date.now() + 10 * 60_000 })).toThrow(/too old/);
+  });
+
+  it('reads, updates and rotates the webhook settings; during the grace period both secrets verify', async () => {
+    const before = await nimbus.webhooks.settings();
+    expect((await nimbus.webhooks.update({ url: 'https://hooks.example.test/nimbus' })).url).toBe('https://hooks.example.test/nimbus');
+    await expect(nimbus.webhooks.update({ url: 'ftp://x' })).rejects.toMatchObject({ code: 'BAD_USER_INPUT', field: 'input.url' });
+    expect((await nimbus.webhooks.update({ url: null })).url).toBeNull();
+    const rotated = await nimbus.webhooks.rotateSecret();
+    expect(rotated.signingSecret).not.toBe(before.signingSecret);
+    expect(rotated.previousSecretExpiresAt).not.toBeNull();
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+    const p = await nimbus.predict({ service: 'system.echo', input: { message: 'rotated' }, wait: 10, webhookUrl: url });
+    await waitFor(() => received.some((r) => r.body.includes(p.id)), 10_000, 'webhook');
+    const delivery = received.find((r) => r.body.includes(p.id))!;
+    for (const secret of [rotated.signingSecret, before.signingSecret]) {
+      expect(verifyWebhook(delivery.headers, delivery.body, secret).data).toMatchObject({ id: p.id });
+    }
   });
 });
 

@@ -165,6 +165,11 @@ export type TransformType =
   | 'STANDARDIZE'
   | 'TFIDF';
 
+export type UpdateWebhookSettingsInput = {
+  /** https URL (http allowed outside production); null removes it */
+  url?: string | null | undefined;
+};
+
 /** Non-terminal events a webhook may also receive; terminal states are always sent */
 export type WebhookEvent =
   | 'PROGRESS'
@@ -211,6 +216,23 @@ export type ApiKeysQueryVariables = Exact<{
 
 
 export type ApiKeysQuery = { apiKeys: { edges: Array<{ cursor: string, node: { id: string, name: string, prefix: string, scopes: Array<ApiKeyScope>, createdAt: string, lastUsedAt: string | null, revokedAt: string | null } }>, pageInfo: { hasNextPage: boolean, endCursor: string | null } } };
+
+export type WebhookSettingsQueryVariables = Exact<{ [key: string]: never; }>;
+
+
+export type WebhookSettingsQuery = { webhookSettings: { url: string | null, signingSecret: string, previousSecretExpiresAt: string | null } };
+
+export type UpdateWebhookSettingsMutationVariables = Exact<{
+  input: UpdateWebhookSettingsInput;
+}>;
+
+
+export type UpdateWebhookSettingsMutation = { updateWebhookSettings: { url: string | null, signingSecret: string, previousSecretExpiresAt: string | null } };
+
+export type RotateWebhookSecretMutationVariables = Exact<{ [key: string]: never; }>;
+
+
+export type RotateWebhookSecretMutation = { rotateWebhookSecret: { url: string | null, signingSecret: string, previousSecretExpiresAt: string | null } };
 
 export type UsageQueryVariables = Exact<{
   from: string;
@@ -810,6 +832,33 @@ export const ApiKeysDocument = new TypedDocumentString(`
   }
 }
     `) as unknown as TypedDocumentString<ApiKeysQuery, ApiKeysQueryVariables>;
+export const WebhookSettingsDocument = new TypedDocumentString(`
+    query WebhookSettings {
+  webhookSettings {
+    url
+    signingSecret
+    previousSecretExpiresAt
+  }
+}
+    `) as unknown as TypedDocumentString<WebhookSettingsQuery, WebhookSettingsQueryVariables>;
+export const UpdateWebhookSettingsDocument = new TypedDocumentString(`
+    mutation UpdateWebhookSettings($input: UpdateWebhookSettingsInput!) {
+  updateWebhookSettings(input: $input) {
+    url
+    signingSecret
+    previousSecretExpiresAt
+  }
+}
+    `) as unknown as TypedDocumentString<UpdateWebhookSettingsMutation, UpdateWebhookSettingsMutationVariables>;
+export const RotateWebhookSecretDocument = new TypedDocumentString(`
+    mutation RotateWebhookSecret {
+  rotateWebhookSecret {
+    url
+    signingSecret
+    previousSecretExpiresAt
+  }
+}
+    `) as unknown as TypedDocumentString<RotateWebhookSecretMutation, RotateWebhookSecretMutationVariables>;
 export const UsageDocument = new TypedDocumentString(`
     query Usage($from: DateTime!, $to: DateTime!) {
   usage(from: $from, to: $to) {

@@ -2,7 +2,7 @@ import { Queue, Worker, type Job as BullJob } from 'bullmq';
 import { bullPrefix, type AdmissionMessage } from '../../platform/queue/messages';
 import type { ControlPlaneContext } from '../compute/control-plane/context';
 import { post } from '../compute/control-plane/webhooks';
-import { signWebhook } from '../compute/webhook-signing';
+import { SIGNING_SECRET_COLUMNS, signatureHeader, type SigningSecrets } from '../compute/webhook-signing';
 import { MS_PER_MINUTE, PICO, money, roundCents } from './money';
 import type { PriceBook } from './price-book';
 import { periodCosts, periodOf } from './spend';
@@ -115,8 +115,8 @@ export class SpendMonitor {
 
   private async deliver(job: BullJob<NotificationTask>): Promise<void> {
     const t = job.data;
-    const [tenant]: Array<{ webhook_url: string | null; webhook_secret: string }> = await this.cx.db.query(
-      'SELECT webhook_url, webhook_secret FROM tenants WHERE id = $1', [t.tenantId],
+    const [tenant]: Array<SigningSecrets & { webhook_url: string | null }> = await this.cx.db.query(
+      `SELECT webhook_url, ${SIGNING_SECRET_COLUMNS} FROM tenants WHERE id = $1`, [t.tenantId],
     );
     if (!tenant?.webhook_url) return;
     const timestamp = Math.floor(Date.now() / 1000);
@@ -130,7 +130,7 @@ export class SpendMonitor {
       'user-agent': 'Nimbus-Webhooks/1',
       'webhook-id': t.webhookId,
       'webhook-timestamp': String(timestamp),
-      'webhook-signature': signWebhook(tenant.webhook_secret, t.webhookId, timestamp, body),
+      'webhook-signature': signatureHeader(tenant, t.webhookId, timestamp, body),
     }, body, this.cx.settings.webhookAllowPrivate);
     if (status < 200 || status >= 300) throw new Error(`HTTP ${status}`);
   }

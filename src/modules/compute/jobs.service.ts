@@ -2,11 +2,11 @@ import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import type { Database } from '../../platform/db/database';
-import { badInput, notFound } from '../../platform/errors';
+import { notFound } from '../../platform/errors';
 import { keysetWhere, paginate, type PageArgs } from '../../platform/pagination';
 import type { AdmissionMessage, keys } from '../../platform/queue/messages';
 import { isUuid } from '../../platform/uuid';
-import { parseInput } from '../../platform/validation';
+import { parseInput, requireHttpsWebhook, webhookUrlSchema } from '../../platform/validation';
 import { requireScope, type Principal } from '../tenancy/principal';
 import type { Caller } from '../tenancy/tenancy.service';
 import { TERMINAL, type Hardware, type JobKind, type JobStatus } from './compute.entities';
@@ -53,7 +53,7 @@ const predictSchema = z
     input: z.unknown().refine((v) => v !== undefined && v !== null, 'is required'),
     wait: z.number().int().min(0).max(60).default(30),
     deadlineSeconds: z.number().int().min(1).max(7 * 24 * 3600).optional(),
-    webhookUrl: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }).max(2000).optional(),
+    webhookUrl: webhookUrlSchema.optional(),
     webhookEvents: z.array(z.enum(WEBHOOK_EVENTS)).optional(),
     idempotencyKey: z.string().min(1).max(255).optional(),
   })
@@ -81,9 +81,7 @@ export class JobsService {
   async predict(caller: Caller, raw: unknown): Promise<JobView> {
     const p = requireScope(caller.principal, 'PREDICT');
     const input = parseInput(predictSchema, stripNulls(raw));
-    if (input.webhookUrl && !this.opts.allowPlainHttpWebhooks && !input.webhookUrl.startsWith('https://')) {
-      throw badInput('input.webhookUrl', 'must be an https URL');
-    }
+    requireHttpsWebhook('input.webhookUrl', input.webhookUrl, this.opts.allowPlainHttpWebhooks);
     const { discard, ...target } = await this.resolveTarget(p, { service: input.service, deployment: input.deployment }, input.input);
     let created = false;
     try {

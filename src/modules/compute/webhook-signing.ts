@@ -9,6 +9,32 @@ export function signWebhook(secret: string, id: string, timestamp: number, body:
   return `v1,${createHmac('sha256', key).update(`${id}.${timestamp}.${body}`).digest('base64')}`;
 }
 
+/** How long the secret a rotation replaced still signs (beside the new one), so receivers can switch over. */
+export const PREVIOUS_SECRET_GRACE_SECONDS = 24 * 3600;
+
+/**
+ * The columns of `tenants` that sign its webhooks now: the current secret and, during the grace
+ * period after a rotation, the one it replaced (null otherwise).
+ */
+export const SIGNING_SECRET_COLUMNS =
+  'webhook_secret, CASE WHEN webhook_secret_previous_until > now() THEN webhook_secret_previous END AS webhook_secret_previous';
+
+export interface SigningSecrets {
+  webhook_secret: string;
+  webhook_secret_previous: string | null;
+}
+
+/**
+ * The `webhook-signature` header: one `v1,` signature per live secret, space-separated, as
+ * Standard Webhooks defines for rotation (a receiver accepts any signature it can verify).
+ */
+export function signatureHeader(secrets: SigningSecrets, id: string, timestamp: number, body: string): string {
+  return [secrets.webhook_secret, secrets.webhook_secret_previous]
+    .filter((s): s is string => !!s)
+    .map((s) => signWebhook(s, id, timestamp, body))
+    .join(' ');
+}
+
 export function verifyWebhookSignature(
   secret: string, headers: Record<string, string | undefined>, body: string, toleranceSeconds = 300, now = Date.now(),
 ): boolean {

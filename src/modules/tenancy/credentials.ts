@@ -88,3 +88,6 @@ export class TokenSigner {
     }
   }
 }
+
+/** A Standard Webhooks signing secret: `whsec_` + 24 random bytes in base64. */
+export const newWebhookSecret = () => `whsec_${randomBytes(24).toString('base64')}`;

@@ -1,7 +1,9 @@
 import { Arg, Args, Ctx, ID, Mutation, Query, Resolver } from 'type-graphql';
 import type { GqlContext } from '../../platform/graphql/context';
 import { PageArgsType, connectionComplexity } from '../../platform/graphql/connection';
-import { ApiKeyConnection, ApiKeyType, AuthPayload, CreateApiKeyInput, CreateApiKeyPayload, Me, SignUpInput } from './tenancy.types';
+import {
+  ApiKeyConnection, ApiKeyType, AuthPayload, CreateApiKeyInput, CreateApiKeyPayload, Me, SignUpInput, UpdateWebhookSettingsInput, WebhookSettingsType,
+} from './tenancy.types';
 
 @Resolver()
 export class TenancyResolver {
@@ -33,5 +35,22 @@ export class TenancyResolver {
   @Query(() => ApiKeyConnection, { complexity: connectionComplexity })
   apiKeys(@Args(() => PageArgsType) args: PageArgsType, @Ctx() ctx: GqlContext) {
     return ctx.services.tenancy.apiKeys(ctx, args);
+  }
+
+  @Query(() => WebhookSettingsType, { description: "The tenant's webhook URL and signing secret (ADMIN scope)" })
+  webhookSettings(@Ctx() ctx: GqlContext) {
+    return ctx.services.webhookSettings.get(ctx);
+  }
+
+  @Mutation(() => WebhookSettingsType, { description: 'Sets (or, with null, removes) the URL for account events (ADMIN scope)' })
+  updateWebhookSettings(@Arg('input', () => UpdateWebhookSettingsInput) input: UpdateWebhookSettingsInput, @Ctx() ctx: GqlContext) {
+    return ctx.services.webhookSettings.update(ctx, { ...input });
+  }
+
+  @Mutation(() => WebhookSettingsType, {
+    description: 'A new signing secret; the old one keeps signing beside it for 24 hours, so receivers can switch (ADMIN scope)',
+  })
+  rotateWebhookSecret(@Ctx() ctx: GqlContext) {
+    return ctx.services.webhookSettings.rotateSecret(ctx);
   }
 }

@@ -7,7 +7,7 @@ import { keysetWhere, paginate, type PageArgs } from '../../platform/pagination'
 import { isUuid } from '../../platform/uuid';
 import { parseInput } from '../../platform/validation';
 import {
-  TokenSigner, generateApiKey, hashPassword, isApiKeyShaped, parseApiKey, safeEqualHex, sha256, verifyPassword,
+  TokenSigner, generateApiKey, hashPassword, isApiKeyShaped, newWebhookSecret, parseApiKey, safeEqualHex, sha256, verifyPassword,
 } from './credentials';
 import { ROLE_SCOPES, actorOf, requireScope, requireUser, type Principal } from './principal';
 import { ApiKey, AuditEvent, Membership, SCOPES, Tenant, User, type Role } from './tenancy.entities';
@@ -225,8 +225,6 @@ export async function audit(
 ): Promise<void> {
   await m.insert(AuditEvent, { tenantId, ...actor, action, objectType, objectId, data: data as object, requestId: requestId ?? null });
 }
-
-const newWebhookSecret = () => `whsec_${randomBytes(24).toString('base64')}`;
 
 export function isUniqueViolation(err: unknown, constraint?: string): boolean {
   const e = err as { code?: string; constraint?: string; driverError?: { code?: string; constraint?: string } };

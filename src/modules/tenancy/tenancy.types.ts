@@ -70,3 +70,19 @@ export class CreateApiKeyInput {
   @Field() name: string;
   @Field(() => [ScopeEnum]) scopes: string[];
 }
+
+@ObjectType('WebhookSettings')
+export class WebhookSettingsType {
+  @Field(() => String, { nullable: true, description: 'Where account events (spend-limit thresholds) are POSTed; predictions name their own webhookUrl' })
+  url: string | null;
+  @Field({ description: 'The whsec_… secret that signs every webhook to this tenant (Standard Webhooks); verify deliveries with it' })
+  signingSecret: string;
+  @Field(() => Date, { nullable: true, description: 'After rotateWebhookSecret: until then the replaced secret also signs, as a second signature' })
+  previousSecretExpiresAt: Date | null;
+}
+
+@InputType()
+export class UpdateWebhookSettingsInput {
+  @Field(() => String, { nullable: true, description: 'https URL (http allowed outside production); null removes it' })
+  url: string | null;
+}

@@ -6,7 +6,7 @@ import type { LookupAddress } from 'node:dns';
 import { Queue, Worker, type Job as BullJob } from 'bullmq';
 import { isPublicAddress } from '../../services/ip-policy';
 import { bullPrefix } from '../../../platform/queue/messages';
-import { signWebhook } from '../webhook-signing';
+import { SIGNING_SECRET_COLUMNS, signatureHeader, type SigningSecrets } from '../webhook-signing';
 import type { ControlPlaneContext } from './context';
 
 interface WebhookTask {
@@ -65,7 +65,7 @@ export class WebhookSender {
 
   private async deliver(job: BullJob<WebhookTask>): Promise<void> {
     const t = job.data;
-    const [tenant]: Array<{ webhook_secret: string }> = await this.cx.db.query('SELECT webhook_secret FROM tenants WHERE id = $1', [t.tenantId]);
+    const [tenant]: SigningSecrets[] = await this.cx.db.query(`SELECT ${SIGNING_SECRET_COLUMNS} FROM tenants WHERE id = $1`, [t.tenantId]);
     const [row]: any[] = await this.cx.db.query(
       `SELECT j.id, j.kind, j.status, j.progress, j.output, j.error, j.created_at, j.started_at, j.completed_at, j.hardware,
               COALESCE((SELECT sum(billable_ms) FROM usage_ledger u WHERE u.job_id = j.id AND u.billable), 0)::bigint AS billable_ms
@@ -86,7 +86,7 @@ export class WebhookSender {
       'user-agent': 'Nimbus-Webhooks/1',
       'webhook-id': t.webhookId,
       'webhook-timestamp': String(timestamp),
-      'webhook-signature': signWebhook(tenant.webhook_secret, t.webhookId, timestamp, body),
+      'webhook-signature': signatureHeader(tenant, t.webhookId, timestamp, body),
     };
     let statusCode: number | null = null;
     let error: string | null = null;
