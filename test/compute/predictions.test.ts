@@ -493,4 +493,35 @@ describe('webhooks', () => {
     const types = received.map((r) => JSON.parse(r.body)).filter((e) => e.data.id === p.id).map((e) => e.type).sort();
     expect(types).toEqual(['prediction.started', 'prediction.succeeded']);
   });
+
+  it('sends the webhook of a queued job cancelled while its message to the control plane is lost', async () => {
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+    // Both devices of the node busy, so the next job waits QUEUED.
+    const busy = await Promise.all([1, 2].map(async () => (await gql(PREDICT, echo({ sleepMs: 5000 }, { wait: 0 }), a)).data.predict.id as string));
+    await waitFor(async () => (await owner.query(`SELECT count(*)::int AS n FROM jobs WHERE id = ANY($1) AND status IN ('ADMITTED','RUNNING')`, [busy])).rows[0].n === 2, 10_000, 'both devices busy');
+    const queued = (await gql(PREDICT, echo({ message: 'never runs' }, { wait: 0, webhookUrl: url }), a)).data.predict;
+    expect(queued.status).toBe('QUEUED');
+    // The cancel commits, then everything it tells Redis (marker, node message, admission stream) fails.
+    const redis = cluster.api.app.redis;
+    const multi = jest.spyOn(redis, 'multi').mockImplementationOnce(() => {
+      const failing = { set: () => failing, publish: () => failing, xadd: () => failing, exec: () => Promise.reject(new Error('injected: Redis unreachable')) };
+      return failing as unknown as ReturnType<typeof redis.multi>;
+    });
+    try {
+      expect((await gql(CANCEL, { id: queued.id }, a)).data.cancelPrediction.status).toBe('CANCELED');
+      expect(multi).toHaveBeenCalledTimes(1);
+    } finally {
+      multi.mockRestore();
+    }
+    let hook: { type: string; data: { id: string; status: string; error: { code: string } } } | undefined;
+    await waitFor(() => !!(hook = received.map((r) => JSON.parse(r.body)).find((e) => e.data.id === queued.id)), 10_000, 'the cancel webhook');
+    expect(hook).toMatchObject({ type: 'prediction.canceled', data: { status: 'CANCELED', error: { code: 'CANCELED' } } });
+    await waitFor(async () => (await owner.query('SELECT 1 FROM webhook_deliveries WHERE job_id = $1 AND delivered', [queued.id])).rowCount === 1, 5000, 'its delivery record');
+    // Sent once: the sweep does not enqueue what has been attempted.
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(received.filter((r) => JSON.parse(r.body).data.id === queued.id)).toHaveLength(1);
+    // It never ran.
+    expect(await ledger(queued.id)).toEqual([]);
+    for (const id of busy) await gql(CANCEL, { id }, a);
+  });
 });

@@ -58,12 +58,31 @@ export class Announcer {
       }
     }
     if (row.webhook_url && (terminal || row.webhook_events.includes(event))) {
-      const type = `${row.kind === 'PREDICTION' ? 'prediction' : 'training'}.${event.toLowerCase()}`;
-      await this.webhooks.enqueue({ tenantId: row.tenant_id, jobId: row.id, type, url: row.webhook_url, throttle: event === 'PROGRESS' });
+      await this.webhooks.enqueue({ tenantId: row.tenant_id, jobId: row.id, type: webhookType(row.kind, event), url: row.webhook_url, throttle: event === 'PROGRESS' });
+    }
+  }
+
+  /**
+   * Enqueues the terminal webhook of ended jobs again (the reconciler's sweep for webhooks whose
+   * announcement was lost). Terminal webhooks have a stable id, so one still queued is not
+   * queued twice.
+   */
+  async resendTerminalWebhooks(rows: Array<Pick<AnnounceRow, 'id' | 'tenant_id' | 'kind' | 'status'> & { webhook_url: string }>): Promise<void> {
+    for (const r of rows) {
+      await this.webhooks.enqueue({ tenantId: r.tenant_id, jobId: r.id, type: webhookType(r.kind, r.status), url: r.webhook_url });
     }
   }
 
 }
+
+/**
+ * A webhook's `type`: `prediction.succeeded`, `training.canceled`, … (the reconciler's webhook sweep
+ * builds the same in SQL: WEBHOOK_TYPE_SQL).
+ */
+export function webhookType(kind: string, event: string): string {
+  return `${kind === 'PREDICTION' ? 'prediction' : 'training'}.${event.toLowerCase()}`;
+}
+export const WEBHOOK_TYPE_SQL = `(CASE WHEN j.kind = 'PREDICTION' THEN 'prediction.' ELSE 'training.' END || lower(j.status))`;
 
 function updateMessage(r: AnnounceRow): string {
   const base = { jobId: r.id, tenantId: r.tenant_id, status: r.status, progress: r.progress };

@@ -46,6 +46,14 @@ export interface ControlPlaneSettings {
   webhookBackoffMs: number;
   /** Node events another recorder took and never acknowledged (it crashed) are recorded after this long. */
   abandonedEventsAfterMs: number;
+  /**
+   * The webhook sweep: every `webhookSweepIntervalMs`, jobs that ended at least `webhookSweepLagMs`
+   * ago with a webhook URL but no delivery attempt of their terminal event get it enqueued (its
+   * announcement was lost). After a start it looks back `webhookSweepLookbackMs`.
+   */
+  webhookSweepIntervalMs: number;
+  webhookSweepLagMs: number;
+  webhookSweepLookbackMs: number;
 }
 
 export const DEFAULT_SETTINGS: ControlPlaneSettings = {
@@ -58,6 +66,9 @@ export const DEFAULT_SETTINGS: ControlPlaneSettings = {
   dataRetentionSeconds: 3600,
   webhookBackoffMs: 1000,
   abandonedEventsAfterMs: 10_000,
+  webhookSweepIntervalMs: 30_000,
+  webhookSweepLagMs: 30_000,
+  webhookSweepLookbackMs: 3600_000,
 };
 
 /**

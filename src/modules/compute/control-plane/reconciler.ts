@@ -1,5 +1,5 @@
 import type { ArtifactStore } from '../../training/artifact-store';
-import { ANNOUNCE_COLUMNS, type Announcer, type AnnounceRow } from './announcer';
+import { ANNOUNCE_COLUMNS, WEBHOOK_TYPE_SQL, type Announcer, type AnnounceRow } from './announcer';
 import { stopAttempt, type ControlPlaneContext } from './context';
 import type { NodeMonitor } from './node-monitor';
 import type { Scheduler } from './scheduler';
@@ -10,11 +10,14 @@ const INPUT_DELETE_CONCURRENCY = 8;
 const INPUT_DELETE_RETRY_MS = 30_000;
 /** Failed deletions kept for retrying; beyond this (a store down for long) they are logged and given up. */
 const MAX_FAILED_INPUT_DELETES = 100_000;
+/** Jobs whose lost terminal webhook one sweep enqueues, at most (the next sweep goes on from the last). */
+const WEBHOOK_SWEEP_BATCH = 500;
 
 /**
  * Periodically makes Redis-side state agree with Postgres, the source of truth: queued jobs the
  * admitter never heard of (a lost wake-up, Redis restarted empty), dispatches that never started,
- * running attempts their node no longer reports, deadlines, and data retention.
+ * running attempts their node no longer reports, deadlines, data retention, and terminal
+ * webhooks whose announcement was lost.
  */
 export class Reconciler {
   private timer: NodeJS.Timeout | null = null;
@@ -37,6 +40,9 @@ export class Reconciler {
   private deleting: Promise<void> | null = null;
   /** `job:attempt` of attempts told to stop, while their nodes still report them (each is told once). */
   private readonly stopsSent = new Set<string>();
+  /** The webhook sweep's next window starts here (Postgres time; null: look back from now). */
+  private webhookSweepFrom: Date | null = null;
+  private nextWebhookSweepAt = 0;
 
   start(): void {
     this.timer = setInterval(() => void this.tick(), this.cx.settings.reconcileIntervalMs);
@@ -62,6 +68,7 @@ export class Reconciler {
       await this.expireData();
       await this.nodeMetrics();
       await this.stopSuperseded();
+      await this.sweepWebhooks();
     } catch (err) {
       this.cx.log.warn({ err: (err as Error).message }, 'reconcile tick failed');
     } finally {
@@ -140,6 +147,44 @@ export class Reconciler {
       gauge.set({ node: n.name, hardware: n.hardware, state: 'used' }, u);
       gauge.set({ node: n.name, hardware: n.hardware, state: 'free' }, n.devices - u);
     }
+  }
+
+  /**
+   * Terminal webhooks are enqueued when a job's end is announced, which can be lost: a cancel whose
+   * message to the control plane failed or arrived while it was down (the admission stream is read
+   * from its end), a crash between a commit and its announcement, a Redis that lost the webhook
+   * queue. Every `webhookSweepIntervalMs` this finds jobs that ended between the last window's end
+   * (less one lag, for commits that landed late) and `webhookSweepLagMs` ago, with a webhook URL
+   * and no delivery attempt of their terminal event, and enqueues it. One still queued (not yet
+   * attempted) is not queued twice: terminal webhooks have a stable id. Late, not lost: the
+   * receiver gets it up to two intervals after the end.
+   */
+  private async sweepWebhooks(): Promise<void> {
+    if (Date.now() < this.nextWebhookSweepAt) return;
+    this.nextWebhookSweepAt = Date.now() + this.cx.settings.webhookSweepIntervalMs;
+    const { webhookSweepLagMs: lag, webhookSweepLookbackMs: lookback } = this.cx.settings;
+    const [{ lo, hi }]: Array<{ lo: Date; hi: Date }> = await this.cx.db.query(
+      `SELECT COALESCE($1::timestamptz - make_interval(secs => $2 / 1000.0), now() - make_interval(secs => $3 / 1000.0)) AS lo,
+              now() - make_interval(secs => $2 / 1000.0) AS hi`,
+      [this.webhookSweepFrom, lag, lookback],
+    );
+    const rows: Array<{ id: string; tenant_id: string; kind: string; status: string; webhook_url: string; completed_at: Date }> = await this.cx.db.query(
+      `SELECT j.id, j.tenant_id, j.kind, j.status, j.webhook_url, j.completed_at
+         FROM jobs j
+        WHERE j.webhook_url IS NOT NULL AND j.completed_at > $1 AND j.completed_at <= $2
+          AND j.status IN ('SUCCEEDED','FAILED','CANCELED')
+          AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.job_id = j.id AND d.event_type = ${WEBHOOK_TYPE_SQL})
+        ORDER BY j.completed_at
+        LIMIT ${WEBHOOK_SWEEP_BATCH}`,
+      [lo, hi],
+    );
+    if (rows.length) {
+      await this.announcer.resendTerminalWebhooks(rows);
+      this.cx.log.warn({ jobs: rows.map((r) => r.id) }, 'enqueued terminal webhooks whose announcement was lost');
+    }
+    // The next window starts one lag before this one's end (a commit can land after its end time),
+    // or, after a full batch, at the batch's last end.
+    this.webhookSweepFrom = rows.length === WEBHOOK_SWEEP_BATCH ? new Date(rows[rows.length - 1].completed_at.getTime() + lag - 1) : hi;
   }
 
   /** A job not started by its deadline ends CANCELED and is never billed. */
