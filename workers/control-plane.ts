@@ -2,6 +2,7 @@ import 'reflect-metadata';
 import { loadEnvOrExit } from '../src/bootstrap';
 import { prepareDatabase } from '../src/platform/db/prepare';
 import { Metrics } from '../src/platform/http/metrics';
+import { serveMetrics } from '../src/platform/http/metrics-server';
 import { createLogger } from '../src/platform/logger';
 import { startControlPlane } from '../src/modules/compute/control-plane/control-plane';
 import { withLocalStripe } from '../src/modules/billing/stripe-gateway';
@@ -13,12 +14,15 @@ async function main() {
   const { env } = await withLocalStripe(loadEnvOrExit());
   const log = createLogger(env.LOG_LEVEL, 'control-plane');
   await prepareDatabase(env, (msg) => log.info(msg));
-  const cp = await startControlPlane(env, { log, metrics: new Metrics() });
+  const metrics = new Metrics();
+  const cp = await startControlPlane(env, { log, metrics });
   // Training orchestration submits trials through the API's services (quota, billing guards, RLS).
   const app = await createApp(env, { log });
   const training = attachTraining(cp, app);
-  log.info('control plane running');
+  const server = await serveMetrics(metrics.registry, { port: env.METRICS_PORT, host: env.HOST });
+  log.info({ metrics: `${server.url}/metrics` }, 'control plane running');
   const shutdown = async () => {
+    await server.close();
     await training.stop();
     await cp.stop();
     await app.close();

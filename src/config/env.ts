@@ -10,6 +10,8 @@ const bool = z
 const schema = z.object({
     NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
     PORT: z.coerce.number().int().min(0).max(65535).default(4000),
+    /** `npm run control-plane` serves /metrics and /healthz here (the API serves them on PORT; `npm start` has both there). */
+    METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
     HOST: z.string().default('0.0.0.0'),
     PUBLIC_URL: z.url().optional(),
     DATABASE_URL: z.url().default('postgres://postgres@127.0.0.1:5432/nimbus'),

@@ -253,6 +253,7 @@ describe('spend limits', () => {
         { period, thresholdPercent: 100, spendLimitCents: 100, periodCostCents: 102 },
       ]);
       expect(received).toHaveLength(2);
+      for (const threshold of ['80', '100']) expect(await counter('nimbus_billing_spend_notifications_total', { threshold })).toBeGreaterThanOrEqual(1);
       const { signingSecret } = (await gql(UPDATE_WEBHOOK_SETTINGS, { input: { url } }, d)).data.updateWebhookSettings;
       for (const [i, r] of received.entries()) {
         expect(verifyWebhookSignature(signingSecret, r.headers as Record<string, string>, r.body)).toBe(true);
@@ -275,5 +276,12 @@ describe('spend limits', () => {
     expect((await gql(PREDICTION, { id }, e)).data.prediction.error).toEqual({ code: 'SPEND_LIMIT_REACHED', message: expect.any(String) });
     await waitFor(async () => (await owner.query('SELECT 1 FROM usage_ledger WHERE job_id = $1 AND billable', [id])).rowCount === 1, 15_000, 'the attempt to be billed');
     expect((await owner.query(`SELECT 1 FROM audit_events WHERE object_id = $1 AND action = 'billing.job_canceled'`, [id])).rowCount).toBe(1);
+    expect(await counter('nimbus_billing_spend_cancellations_total')).toBeGreaterThanOrEqual(1);
   });
 });
+
+/** A counter's total over its labels (matching `labels`) in the control plane's registry. */
+async function counter(name: string, labels: Record<string, string> = {}): Promise<number> {
+  const { values } = await cluster.api.app.metrics.registry.getSingleMetric(name)!.get();
+  return values.filter((v) => Object.entries(labels).every(([k, want]) => v.labels[k] === want)).reduce((n, v) => n + v.value, 0);
+}

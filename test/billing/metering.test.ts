@@ -65,6 +65,14 @@ async function wave(tenants: TestTenant[], n: number): Promise<NodeEvent[]> {
 
 const reporterOptions = { windowSeconds: 1, timeoutMs: 500, leaseMs: 1500, baseBackoffMs: 100, maxBackoffMs: 2000, eventsPerSecond: 200, intervalMs: 200 };
 const accepted = () => fake.state.meterEvents.length;
+/** A sample's value from the control plane's registry (the one /metrics serves), 0 when absent. */
+async function metric(name: string, labels: Record<string, string> = {}): Promise<number> {
+  const m = cluster.api.app.metrics.registry.getSingleMetric(name);
+  if (!m) throw new Error(`no metric ${name}`);
+  const { values } = await m.get();
+  const v = values.find((x) => Object.entries(labels).every(([k, want]) => x.labels[k] === want));
+  return v?.value ?? 0;
+}
 
 describe('meter reporting', () => {
   it('reports exactly the ledger\'s billable device-ms to Stripe through 429s, 500s, timeouts, lost answers, duplicate completions and killed reporters', async () => {
@@ -85,6 +93,10 @@ describe('meter reporting', () => {
       expect(res.data.predict.status).toBe('SUCCEEDED');
     }
     const first = await wave(tenants, 150);
+    // The backlog shows in the metrics before anything is reported.
+    expect(await metric('nimbus_billing_unreported_rows')).toBeGreaterThan(100);
+    expect(await metric('nimbus_billing_unreported_usage_seconds')).toBeGreaterThan(0);
+    expect(await metric('nimbus_billing_lag_seconds')).toBeGreaterThan(0);
 
     fake.injectFaults({ path: /meter_events/, status: 500, probability: 0.08, seed: 3 });
     fake.injectFaults({ path: /meter_events/, mode: 'lost_response', probability: 0.05, seed: 4 });
@@ -158,6 +170,19 @@ describe('meter reporting', () => {
     const reportsSent = Number((await owner.query(`SELECT count(*) FROM meter_reports WHERE value > 0`)).rows[0].count);
     expect(fake.state.meterEvents).toHaveLength(reportsSent);
     fake.clearFaults();
+
+    // The metrics tell the same story: nothing left behind, and the faults counted.
+    expect(await metric('nimbus_billing_unreported_rows')).toBe(0);
+    expect(await metric('nimbus_billing_unreported_usage_seconds')).toBe(0);
+    expect(await metric('nimbus_billing_lag_seconds')).toBe(0);
+    const outcomes = { accepted: 0, duplicate: 0, rate_limited: 0, failed: 0 };
+    for (const o of Object.keys(outcomes) as Array<keyof typeof outcomes>) outcomes[o] = await metric('nimbus_billing_meter_events_total', { outcome: o });
+    expect(outcomes.rate_limited).toBeGreaterThanOrEqual(3);
+    expect(outcomes.failed).toBeGreaterThan(0);
+    expect(outcomes.duplicate).toBeGreaterThan(0);
+    // Every report Stripe holds was accepted at least once (killed reporters' sends are counted too).
+    expect(outcomes.accepted + outcomes.duplicate).toBeGreaterThanOrEqual(reportsSent);
+    expect(await metric('nimbus_billing_ledger_rows_claimed_total')).toBeGreaterThan(300);
 
     // Reconciliation agrees, in code and from the command line.
     const period = periodOf(new Date());

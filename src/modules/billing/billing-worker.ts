@@ -1,4 +1,6 @@
+import type { Registry } from 'prom-client';
 import type { Env } from '../../config/env';
+import { BillingMetrics } from './billing.metrics';
 import type { ControlPlaneContext } from '../compute/control-plane/context';
 import { MeterReporter, type ReporterOptions } from './meter-reporter';
 import { PriceBook } from './price-book';
@@ -22,9 +24,12 @@ export interface BillingWorker {
  * Billing's part of the control plane: Stripe set-up at start (meters and prices), the meter
  * reporter loop, and spend-limit checks in that loop. Without Stripe only the spend checks run.
  */
-export async function startBillingWorker(cx: ControlPlaneContext, env: Env, opts: { reporter?: Partial<ReporterOptions> } = {}): Promise<BillingWorker> {
+export async function startBillingWorker(
+  cx: ControlPlaneContext, env: Env, opts: { reporter?: Partial<ReporterOptions>; registry?: Registry } = {},
+): Promise<BillingWorker> {
   const prices = new PriceBook(cx.db.query.bind(cx.db));
-  const spend = new SpendMonitor(cx, prices);
+  const metrics = opts.registry ? new BillingMetrics(opts.registry, cx.db.query.bind(cx.db)) : undefined;
+  const spend = new SpendMonitor(cx, prices, metrics);
   spend.start();
   const settings = stripeSettings(env);
   if (!settings) {
@@ -47,7 +52,7 @@ export async function startBillingWorker(cx: ControlPlaneContext, env: Env, opts
   // The same set-up as `npm run stripe:setup`; Stripe being down must not stop the control plane.
   await catalog.sync().catch((err: Error) => cx.log.warn({ err: err.message }, 'Stripe set-up failed; retried when reporting'));
   const newReporter = (o: Partial<ReporterOptions> = {}) => new MeterReporter(
-    { db: cx.db, stripe, catalog, accounts, log: cx.log, afterPass: () => spend.check() },
+    { db: cx.db, stripe, catalog, accounts, log: cx.log, afterPass: () => spend.check(), metrics },
     { eventsPerSecond: settings.meterEventsPerSecond, ...opts.reporter, ...o },
   );
   const reporter = newReporter();

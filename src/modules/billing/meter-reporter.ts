@@ -1,6 +1,7 @@
 import Stripe from 'stripe';
 import type { Logger } from 'pino';
 import type { DataSource } from 'typeorm';
+import type { BillingMetrics } from './billing.metrics';
 import { meterKey } from './price-book';
 import type { StripeAccounts, StripeCatalog } from './stripe-setup';
 import { isDuplicateIdentifier } from './stripe-gateway';
@@ -41,6 +42,7 @@ export interface ReporterDeps {
   log: Logger;
   /** Runs after every pass (spend-limit checks live in the same loop). */
   afterPass?: () => Promise<void>;
+  metrics?: BillingMetrics;
 }
 
 interface DueReport {
@@ -204,6 +206,7 @@ export class MeterReporter {
     );
     const rows = Number(r.rows);
     this.stats.claimedRows += rows;
+    this.deps.metrics?.ledgerRowsClaimed.inc(rows);
     this.stats.reports += Number(r.reports);
     return rows;
   }
@@ -303,21 +306,25 @@ export class MeterReporter {
         payload: { stripe_customer_id: report.stripe_customer_id, value: report.value },
       }, { timeout: this.opts.timeoutMs, maxNetworkRetries: 0 });
       this.stats.sent++;
+      this.deps.metrics?.meterEvents.inc({ outcome: 'accepted' });
       return 'accepted';
     } catch (err) {
       if (isDuplicateIdentifier(err)) {
         this.stats.duplicates++;
         this.stats.sent++;
+        this.deps.metrics?.meterEvents.inc({ outcome: 'duplicate' });
         return 'accepted';
       }
       if (err instanceof Stripe.errors.StripeError && err.statusCode === 429) {
         this.stats.rateLimited++;
+        this.deps.metrics?.meterEvents.inc({ outcome: 'rate_limited' });
         const retryAfter = Number(err.headers?.['retry-after']);
         const waitMs = (Number.isFinite(retryAfter) && retryAfter > 0 ? retryAfter * 1000 : this.opts.baseBackoffMs) * (1 + Math.random() * 0.2);
         this.pausedUntil = Math.max(this.pausedUntil, Date.now() + waitMs);
         return 'retry';
       }
       this.stats.failed++;
+      this.deps.metrics?.meterEvents.inc({ outcome: 'failed' });
       const transient = !(err instanceof Stripe.errors.StripeError) || err.statusCode === undefined || err.statusCode >= 500 ||
         err.statusCode === 409 || err instanceof Stripe.errors.StripeConnectionError;
       const message = (err as Error).message.slice(0, 500);

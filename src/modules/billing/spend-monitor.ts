@@ -2,6 +2,7 @@ import { Queue, Worker, type Job as BullJob } from 'bullmq';
 import { bullPrefix, type AdmissionMessage } from '../../platform/queue/messages';
 import type { ControlPlaneContext } from '../compute/control-plane/context';
 import { post } from '../compute/control-plane/webhooks';
+import type { BillingMetrics } from './billing.metrics';
 import { SIGNING_SECRET_COLUMNS, signatureHeader, type SigningSecrets } from '../compute/webhook-signing';
 import { MS_PER_MINUTE, PICO, money, roundCents } from './money';
 import type { PriceBook } from './price-book';
@@ -33,7 +34,12 @@ export class SpendMonitor {
   private worker: Worker<NotificationTask> | null = null;
   private lastRun = 0;
 
-  constructor(private readonly cx: ControlPlaneContext, private readonly prices: PriceBook, private readonly minIntervalMs = 1000) {}
+  constructor(
+    private readonly cx: ControlPlaneContext,
+    private readonly prices: PriceBook,
+    private readonly metrics: BillingMetrics | null = null,
+    private readonly minIntervalMs = 1000,
+  ) {}
 
   start(): void {
     const prefix = bullPrefix(this.cx.prefix);
@@ -97,6 +103,7 @@ export class SpendMonitor {
         [tenantId, period, threshold],
       );
       if (inserted.length === 0) return undefined;
+      this.metrics?.spendNotifications.inc({ threshold: String(threshold) });
       await m.query(
         `INSERT INTO audit_events (tenant_id, actor_type, actor_id, action, object_type, object_id, data)
          VALUES ($1::uuid, 'SYSTEM', NULL, 'billing.spend_threshold', 'Tenant', $1::text, $2::jsonb)`,
@@ -153,6 +160,7 @@ export class SpendMonitor {
       return true;
     });
     if (!canceled) return;
+    this.metrics?.spendCancellations.inc();
     this.cx.log.info({ job: jobId, tenant: tenantId }, 'running job canceled: spend limit passed');
     const msg: AdmissionMessage = { op: 'canceled', id: jobId };
     await this.cx.redis.multi()

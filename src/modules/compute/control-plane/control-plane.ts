@@ -73,7 +73,7 @@ export async function startControlPlane(
   await scheduler.start(nodes);
   await recorder.start();
   reconciler.start();
-  const billing = await startBillingWorker(cx, env);
+  const billing = await startBillingWorker(cx, env, { registry: opts.metrics.registry });
   return {
     cx, announcer, scheduler, recorder, monitor, reconciler, billing,
     async stop() {
