@@ -1,4 +1,7 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { Client } from 'pg';
+import { verifyWebhookSignature } from '../../src/modules/compute/webhook-signing';
 import { signUpTenant, type TestTenant } from '../support/api';
 import type { TestCluster } from '../support/cluster';
 import { ownerClient } from '../support/db';
@@ -135,6 +138,43 @@ describe('TABULAR_CLASSIFICATION end to end', () => {
     expect(correct / FRESH.length).toBeGreaterThan(0.8);
     // a row with a missing petal_width (the model imputes it) is accepted
     expect((await predict(deploymentId, { rows: [{ ...featuresOf(FRESH[0]!), petal_width: null }] })).data.predict.status).toBe('SUCCEEDED');
+  });
+
+  it('POSTs a training job\'s terminal webhook, signed with the tenant\'s secret, naming the model version it registered', async () => {
+    const received: Array<{ headers: Record<string, string>; body: string }> = [];
+    const server = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c) => (body += c));
+      req.on('end', () => {
+        received.push({ headers: req.headers as Record<string, string>, body });
+        res.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/training-hook`;
+      const base = { datasetVersionId, modelName: 'flowers-hooked', task: 'TABULAR_CLASSIFICATION', targetColumn: 'species', seed: 3, algorithm: 'logistic_regression' };
+      expect(errorOf(await gql(CREATE_TRAINING, { input: { ...base, webhookUrl: 'ftp://x' } }, a))).toMatchObject({ code: 'BAD_USER_INPUT', field: 'input.webhookUrl' });
+      expect(errorOf(await gql(CREATE_TRAINING, { input: { ...base, webhookUrl: url, webhookEvents: ['STARTED'] } }, a)))
+        .toMatchObject({ code: 'BAD_USER_INPUT', field: 'input.webhookEvents[0]' });
+      const res = await gql(CREATE_TRAINING, { input: { ...base, webhookUrl: url } }, a);
+      expect(res.errors).toBeUndefined();
+      const job = await waitTraining(gql, a, res.data.createTrainingJob.id);
+      expect(job.status).toBe('SUCCEEDED');
+      let hit: (typeof received)[number] | undefined;
+      const deadline = Date.now() + 10_000;
+      while (!(hit = received.find((r) => JSON.parse(r.body).data.id === job.id)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      expect(hit).toBeDefined();
+      const event = JSON.parse(hit!.body);
+      expect(event).toMatchObject({ type: 'training.succeeded', data: { id: job.id, status: 'SUCCEEDED', output: { modelVersionId: job.modelVersion.id } } });
+      const secret = (await gql('query { webhookSettings { signingSecret } }', {}, a)).data.webhookSettings.signingSecret;
+      expect(verifyWebhookSignature(secret, hit!.headers, hit!.body)).toBe(true);
+      // Its trials (jobs of their own) send nothing: one delivery, the training job's.
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(received).toHaveLength(1);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
   });
 
   it('rolls the deployment forward to version 2 and back, with no failed prediction and in-flight ones on their version', async () => {

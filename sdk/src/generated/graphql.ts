@@ -75,6 +75,10 @@ export type CreateTrainingJobInput = {
   textColumn?: string | null | undefined;
   timeColumn?: string | null | undefined;
   transforms?: Array<TransformInput> | null | undefined;
+  /** PROGRESS to also receive progress (throttled) */
+  webhookEvents?: Array<WebhookEvent> | null | undefined;
+  /** The job's terminal event (training.succeeded, .failed, .canceled) is POSTed there, signed like predictions' webhooks */
+  webhookUrl?: string | null | undefined;
 };
 
 export type DatasetFormat =

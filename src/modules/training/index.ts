@@ -24,7 +24,7 @@ export function createTraining(
   const datasets = new DatasetsService(db, store, new UploadSigner(env.JWT_SECRET), { publicUrl: env.PUBLIC_URL, maxBytes: env.UPLOAD_MAX_BYTES });
   return {
     datasets,
-    training: new TrainingService(db, store, jobs, datasets, redis, k, log),
+    training: new TrainingService(db, store, jobs, datasets, redis, k, log, { allowPlainHttpWebhooks: env.NODE_ENV !== 'production' }),
     models: new ModelsService(db),
   };
 }

@@ -6,7 +6,7 @@ import type { Database } from '../../platform/db/database';
 import { AppError, ErrorCode, badInput, notFound } from '../../platform/errors';
 import type { keys } from '../../platform/queue/messages';
 import { isUuid } from '../../platform/uuid';
-import { parseInput } from '../../platform/validation';
+import { parseInput, requireHttpsWebhook, webhookUrlSchema } from '../../platform/validation';
 import type { Hardware, JobStatus } from '../compute/compute.entities';
 import type { JobsService, NewJob } from '../compute/jobs.service';
 import { requireScope } from '../tenancy/principal';
@@ -43,6 +43,9 @@ const createSchema = z.strictObject({
   algorithm: z.string().min(1).optional(),
   hyperparameters: z.record(z.string(), z.unknown()).optional(),
   idempotencyKey: z.string().min(1).max(255).optional(),
+  webhookUrl: webhookUrlSchema.optional(),
+  // A training job is RUNNING from its creation: there is no STARTED event to send.
+  webhookEvents: z.array(z.enum(['PROGRESS'], 'training jobs send PROGRESS (terminal events are always sent)')).optional(),
 }).superRefine((v, ctx) => {
   if ((v.datasetVersionId === undefined) === (v.datasetId === undefined)) {
     ctx.addIssue({ code: 'custom', path: ['datasetVersionId'], message: 'give exactly one of datasetVersionId or datasetId' });
@@ -99,6 +102,7 @@ export class TrainingService {
     redis: Redis,
     k: ReturnType<typeof keys>,
     log: Logger,
+    private readonly opts: { allowPlainHttpWebhooks: boolean } = { allowPlainHttpWebhooks: false },
   ) {
     // In the API the orchestrator only submits a job's first trials; updates go out on the job-updates channel.
     this.orchestrator = new TrainingOrchestrator({
@@ -112,6 +116,7 @@ export class TrainingService {
   async createTrainingJob(caller: Caller, raw: unknown): Promise<TrainingJobView> {
     const p = requireScope(caller.principal, 'TRAIN');
     const input = parseInput(createSchema, stripNulls(raw));
+    requireHttpsWebhook('input.webhookUrl', input.webhookUrl, this.opts.allowPlainHttpWebhooks);
     if (input.idempotencyKey) {
       const [existing] = await this.db.tenant(p.tenantId, (m) =>
         m.query(`SELECT id, kind FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2`, [p.tenantId, input.idempotencyKey]),
@@ -129,10 +134,10 @@ export class TrainingService {
     const created = await this.db.tenant(p.tenantId, async (m) => {
       // The parent never runs on a node: it is RUNNING from the start and orchestrated by the control plane.
       const rows = await m.query(
-        `INSERT INTO jobs (id, tenant_id, kind, service, status, hardware, devices, input, idempotency_key, max_attempts, started_at)
-         VALUES ($1, $2, 'TRAINING', 'training', 'RUNNING', $3, 1, $4::jsonb, $5, 1, now())
+        `INSERT INTO jobs (id, tenant_id, kind, service, status, hardware, devices, input, idempotency_key, max_attempts, started_at, webhook_url, webhook_events)
+         VALUES ($1, $2, 'TRAINING', 'training', 'RUNNING', $3, 1, $4::jsonb, $5, 1, now(), $6, $7)
          ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id`,
-        [id, p.tenantId, input.hardware, JSON.stringify(spec), input.idempotencyKey ?? null],
+        [id, p.tenantId, input.hardware, JSON.stringify(spec), input.idempotencyKey ?? null, input.webhookUrl ?? null, input.webhookEvents ?? []],
       );
       if (rows[0]) return rows[0].id as string;
       const [other] = await m.query(`SELECT id, kind FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2`, [p.tenantId, input.idempotencyKey]);

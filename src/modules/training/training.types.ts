@@ -2,7 +2,7 @@ import { GraphQLJSON } from 'graphql-scalars';
 import { Field, Float, ID, InputType, Int, ObjectType, registerEnumType } from 'type-graphql';
 import { ConnectionType } from '../../platform/graphql/connection';
 import { enumOf } from '../../platform/graphql/enums';
-import { HardwareEnum, JobError, JobStatusEnum, UsageSummary } from '../compute/compute.types';
+import { HardwareEnum, JobError, JobStatusEnum, UsageSummary, WebhookEventEnum } from '../compute/compute.types';
 import { IMPUTE_STRATEGIES, TASKS, TRANSFORM_TYPES } from './training.contract';
 
 export const TrainingTaskEnum = enumOf(TASKS);
@@ -124,6 +124,9 @@ export class CreateTrainingJobInput {
   @Field({ nullable: true, description: 'A single trial of this algorithm (instead of automl)' }) algorithm?: string;
   @Field(() => GraphQLJSON, { nullable: true }) hyperparameters?: unknown;
   @Field({ nullable: true }) idempotencyKey?: string;
+  @Field({ nullable: true, description: 'The job\'s terminal event (training.succeeded, .failed, .canceled) is POSTed there, signed like predictions\' webhooks' })
+  webhookUrl?: string;
+  @Field(() => [WebhookEventEnum], { nullable: true, description: 'PROGRESS to also receive progress (throttled)' }) webhookEvents?: string[];
 }
 
 @ObjectType()
