@@ -16,9 +16,10 @@ import { AppError, ErrorCode, unauthenticated } from './platform/errors';
 import type { GqlContext } from './platform/graphql/context';
 import { costPlugin } from './platform/graphql/cost';
 import { makeFormatError } from './platform/graphql/errors';
+import { consumeRequestTokens } from './platform/graphql/request-limits';
+import { websocketOptions } from './platform/graphql/websocket';
 import { buildNimbusSchema } from './platform/graphql/schema';
 import type { Principal } from './modules/tenancy/principal';
-import { ANONYMOUS_LIMIT, PLAN_LIMITS } from './modules/tenancy/plans';
 import { uploadHandler } from './modules/training/upload-route';
 
 export interface RunningServer {
@@ -41,26 +42,7 @@ export async function startServer(app: App, opts: { port?: number; host?: string
   // Subscriptions over graphql-ws on the same path; the credential comes in connectionParams.authorization.
   const wss = new WebSocketServer({ server: httpServer, path: '/graphql' });
   const formatError = makeFormatError(log);
-  const wsCleanup = useServer<{ authorization?: string }, { principal?: Principal }>({
-    schema,
-    onConnect: async (ctx) => {
-      const token = /^Bearer\s+(\S+)$/i.exec(String(ctx.connectionParams?.authorization ?? ''))?.[1];
-      if (!token) return false;
-      try {
-        ctx.extra.principal = await app.services.tenancy.authenticate(token);
-        return true;
-      } catch {
-        return false;
-      }
-    },
-    context: (ctx): GqlContext => ({
-      requestId: randomUUID(), principal: ctx.extra.principal ?? null, services: app.services, log,
-    }),
-    // The same contract error codes as over HTTP, for validation errors and for errors in results.
-    onError: (_ctx, _id, _payload, errors) => errors.map((e) => formatError(e, e)),
-    onNext: (_ctx, _id, _payload, _args, result) =>
-      result.errors ? { ...result, errors: result.errors.map((e) => formatError(e, e)) } : undefined,
-  }, wss);
+  const wsCleanup = useServer(websocketOptions(app, schema, formatError), wss);
 
   const apollo = new ApolloServer<GqlContext>({
     schema,
@@ -120,7 +102,7 @@ export async function startServer(app: App, opts: { port?: number; host?: string
       context: async ({ req, res }) => {
         const requestId = String(res.locals.requestId);
         const principal = await toGraphQL(() => authenticate(app, req));
-        await toGraphQL(() => rateLimit(app, principal, req));
+        await toGraphQL(() => consumeRequestTokens(app, principal, req.ip ?? 'unknown'));
         return { requestId, principal, services: app.services, log: log.child({ requestId }), origin: `${req.protocol}://${req.get('host')}` };
       },
     }),
@@ -146,18 +128,6 @@ async function authenticate(app: App, req: Request): Promise<Principal | null> {
   const m = /^Bearer\s+(\S+)$/i.exec(header);
   if (!m) throw unauthenticated('Authorization header must be "Bearer <token>"');
   return app.services.tenancy.authenticate(m[1]);
-}
-
-async function rateLimit(app: App, principal: Principal | null, req: Request): Promise<void> {
-  if (!principal) {
-    await app.rateLimiter.consume([{ key: `ip:${req.ip}`, ratePerSecond: ANONYMOUS_LIMIT.rps, burst: ANONYMOUS_LIMIT.burst }]);
-    return;
-  }
-  const { plan } = await app.services.tenancy.tenantProfile(principal.tenantId);
-  const limits = PLAN_LIMITS[plan];
-  const buckets = [{ key: `t:${principal.tenantId}`, ratePerSecond: limits.tenantRps, burst: limits.tenantBurst }];
-  if (principal.kind === 'apiKey') buckets.push({ key: `k:${principal.apiKeyId}`, ratePerSecond: limits.keyRps, burst: limits.keyBurst });
-  await app.rateLimiter.consume(buckets);
 }
 
 /** Errors thrown while building the context must be GraphQLErrors with an HTTP status, or Apollo answers 500. */

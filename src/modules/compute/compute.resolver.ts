@@ -36,7 +36,10 @@ export class ComputeResolver {
 
   @Subscription(() => Prediction, {
     description: 'The prediction now, then on every change until it ends',
-    subscribe: ({ args, context }) => (context as GqlContext).services.jobs.updates(context as GqlContext, args.id as string, 'PREDICTION'),
+    subscribe: ({ args, context }) => {
+      const ctx = context as GqlContext;
+      return ctx.services.jobs.updates(ctx, args.id as string, 'PREDICTION', ctx.signal);
+    },
   })
   predictionUpdated(@Arg('id', () => ID) _id: string, @Root() job: JobView): Prediction {
     return toPrediction(job);

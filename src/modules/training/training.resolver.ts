@@ -53,7 +53,10 @@ export class TrainingResolver {
 
   @Subscription(() => TrainingJob, {
     description: 'The training job now, then on every change until it ends',
-    subscribe: ({ args, context }) => (context as GqlContext).services.training.updates(context as GqlContext, args.id as string),
+    subscribe: ({ args, context }) => {
+      const ctx = context as GqlContext;
+      return ctx.services.training.updates(ctx, args.id as string, ctx.signal);
+    },
   })
   trainingJobUpdated(@Arg('id', () => ID) _id: string, @Root() job: TrainingJobView): TrainingJobView {
     return job;

@@ -1,5 +1,5 @@
 import type { ApolloServerPlugin } from '@apollo/server';
-import { GraphQLError, type GraphQLSchema } from 'graphql';
+import { GraphQLError, type DocumentNode, type GraphQLSchema } from 'graphql';
 import { fieldExtensionsEstimator, getComplexity, simpleEstimator } from 'graphql-query-complexity';
 import { ErrorCode } from '../errors';
 import type { GqlContext } from './context';
@@ -14,23 +14,8 @@ export function costPlugin(schema: () => GraphQLSchema, limit: number): ApolloSe
     async requestDidStart() {
       return {
         async didResolveOperation({ request, document, contextValue }) {
-          let requested: number;
-          try {
-            requested = getComplexity({
-              schema: schema(), query: document, operationName: request.operationName ?? undefined,
-              variables: request.variables ?? {},
-              estimators: [fieldExtensionsEstimator(), simpleEstimator({ defaultComplexity: 1 })],
-            });
-          } catch (err) {
-            // The cost walk coerces variables first; a bad variable is the client's error.
-            throw new GraphQLError((err as Error).message, { extensions: { code: ErrorCode.BAD_USER_INPUT, http: { status: 400 } } });
-          }
-          contextValue.cost = { requested, limit };
-          if (requested > limit) {
-            throw new GraphQLError(`Query cost ${requested} exceeds the limit of ${limit}`, {
-              extensions: { code: ErrorCode.QUERY_TOO_COSTLY, cost: { requested, limit } },
-            });
-          }
+          contextValue.cost = queryCost(schema(), document, request.operationName ?? undefined, request.variables ?? {}, limit);
+          assertWithinCost(contextValue.cost);
         },
         async willSendResponse({ response, contextValue }) {
           if (response.body.kind !== 'single') return;
@@ -40,4 +25,29 @@ export function costPlugin(schema: () => GraphQLSchema, limit: number): ApolloSe
       };
     },
   };
+}
+
+/** The cost of an operation against `limit` (BAD_USER_INPUT for a bad variable). */
+export function queryCost(
+  schema: GraphQLSchema, document: DocumentNode, operationName: string | undefined, variables: Record<string, unknown>, limit: number,
+): { requested: number; limit: number } {
+  try {
+    const requested = getComplexity({
+      schema, query: document, operationName, variables,
+      estimators: [fieldExtensionsEstimator(), simpleEstimator({ defaultComplexity: 1 })],
+    });
+    return { requested, limit };
+  } catch (err) {
+    // The cost walk coerces variables first; a bad variable is the client's error.
+    throw new GraphQLError((err as Error).message, { extensions: { code: ErrorCode.BAD_USER_INPUT, http: { status: 400 } } });
+  }
+}
+
+/** QUERY_TOO_COSTLY over the limit. */
+export function assertWithinCost({ requested, limit }: { requested: number; limit: number }): void {
+  if (requested > limit) {
+    throw new GraphQLError(`Query cost ${requested} exceeds the limit of ${limit}`, {
+      extensions: { code: ErrorCode.QUERY_TOO_COSTLY, cost: { requested, limit } },
+    });
+  }
 }

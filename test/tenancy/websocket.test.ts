@@ -1,0 +1,138 @@
+import { createClient, type Client as WsClient } from 'graphql-ws';
+import WebSocket from 'ws';
+import type { Client } from 'pg';
+import { createApiKey, signUpTenant, startTestApi, type TestApi, type TestTenant } from '../support/api';
+import { ownerClient } from '../support/db';
+import { PREDICT } from '../support/gql';
+
+/**
+ * Operations over the WebSocket pass the same gates as over HTTP: rate limits, depth and cost
+ * limits, typed errors for bad documents, a credential checked per operation, and a cap on the
+ * subscriptions a tenant holds open.
+ */
+
+let api: TestApi;
+let owner: Client;
+const clients: WsClient[] = [];
+beforeAll(async () => {
+  // Small limits, so a test can reach them: depth 3, cost 30.
+  api = await startTestApi({ QUERY_DEPTH_LIMIT: '3', QUERY_COST_LIMIT: '30' });
+  owner = await ownerClient();
+});
+afterAll(async () => {
+  await Promise.all(clients.map((c) => c.dispose()));
+  await owner.end();
+  await api.close();
+});
+
+const wsUrl = () => api.server.url.replace(/^http/, 'ws');
+function connect(token: string): WsClient {
+  const c = createClient({ url: wsUrl(), webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${token}` }, retryAttempts: 0, lazy: false });
+  clients.push(c);
+  return c;
+}
+
+type Outcome = { data?: any; errors?: Array<{ message: string; extensions?: Record<string, any> }> };
+/** Runs one operation to its first result or error (its errors normalised to the HTTP shape). */
+function once(c: WsClient, query: string, variables: Record<string, unknown> = {}): Promise<Outcome> {
+  return new Promise((resolve) => {
+    let done = false;
+    const finish = (o: Outcome) => {
+      if (done) return;
+      done = true;
+      stop();
+      resolve(o);
+    };
+    const stop = c.subscribe({ query, variables }, {
+      next: (v) => finish(v as Outcome),
+      error: (e) => finish({ errors: Array.isArray(e) ? e : [{ message: String((e as Error)?.message ?? (e as { reason?: string })?.reason ?? e), extensions: { closeCode: (e as { code?: number })?.code } }] }),
+      complete: () => finish({}),
+    });
+  });
+}
+const code = (o: Outcome) => o.errors?.[0]?.extensions?.code;
+
+/** A tenant on the FREE plan: a burst of 10 requests, 2 per second, 5 open subscriptions. */
+async function freeTenant(name: string): Promise<TestTenant> {
+  const t = await signUpTenant(api, name);
+  await owner.query(`UPDATE tenants SET plan = 'FREE' WHERE id = $1`, [t.tenantId]);
+  api.app.services.tenancy.forgetTenantProfile(t.tenantId);
+  return t;
+}
+
+describe('GraphQL over WebSocket', () => {
+  it('draws on the same rate limit as HTTP: a FREE tenant\'s burst is spent across both', async () => {
+    const t = await freeTenant('Ws Flood');
+    const c = connect(t.token);
+    const results: Outcome[] = [];
+    for (let i = 0; i < 8; i++) results.push(await once(c, '{ me { tenant { id } } }'));
+    expect(results.every((r) => r.data?.me?.tenant?.id === t.tenantId)).toBe(true);
+    // Two more over HTTP use up the burst of 10; the next WebSocket operation is refused.
+    for (let i = 0; i < 2; i++) expect((await api.gql('{ me { tenant { id } } }', {}, t.token)).errors).toBeUndefined();
+    const refused = await once(c, '{ me { tenant { id } } }');
+    expect(code(refused)).toBe('RATE_LIMITED');
+    expect(refused.errors![0].extensions!.retryAfterSeconds).toBeGreaterThan(0);
+    // Mutations too: a predict over the socket is refused, and no job was created.
+    const predict = await once(c, PREDICT, { input: { service: 'system.echo', input: { message: 'flood' }, wait: 0 } });
+    expect(code(predict)).toBe('RATE_LIMITED');
+    expect((await owner.query('SELECT count(*)::int AS n FROM jobs WHERE tenant_id = $1', [t.tenantId])).rows[0].n).toBe(0);
+  });
+
+  it('applies the depth and cost limits, and answers a malformed document with BAD_USER_INPUT', async () => {
+    const t = await signUpTenant(api, 'Ws Shapes');
+    const c = connect(t.token);
+    const deep = '{ predictions(first: 1) { edges { node { node { id } } } } }';
+    expect(code(await once(c, deep))).toBe('QUERY_TOO_COSTLY');
+    expect(code(await api.gql(deep, {}, t.token))).toBe('QUERY_TOO_COSTLY');
+    const costly = '{ predictions(first: 50) { edges { node { id status } } } }';
+    const overWs = await once(c, costly);
+    expect(code(overWs)).toBe('QUERY_TOO_COSTLY');
+    expect(overWs.errors![0].extensions!.cost).toMatchObject({ limit: 30 });
+    expect(code(await api.gql(costly, {}, t.token))).toBe('QUERY_TOO_COSTLY');
+    expect(code(await once(c, '{ me { tenant { id } '))).toBe('BAD_USER_INPUT');
+    expect(code(await once(c, '{ me { nope } }'))).toBe('BAD_USER_INPUT');
+    expect((await once(c, '{ predictions(first: 5) { edges { node { id } } } }')).data.predictions.edges).toEqual([]);
+  });
+
+  it('holds at most the plan\'s number of subscriptions open per tenant, and frees a slot when one completes', async () => {
+    const t = await freeTenant('Ws Subs');
+    const other = await freeTenant('Ws Subs Other');
+    // A job that stays QUEUED (no control plane here), so its subscriptions stay open.
+    const id = (await api.gql(PREDICT, { input: { service: 'system.echo', input: { message: 'wait' }, wait: 0 } }, t.token)).data.predict.id;
+    const c = connect(t.token);
+    const sub = `subscription($id: ID!) { predictionUpdated(id: $id) { id status } }`;
+    const stops: Array<() => void> = [];
+    for (let i = 0; i < 5; i++) {
+      const first = await new Promise<Outcome>((resolve) => {
+        stops.push(c.subscribe({ query: sub, variables: { id } }, { next: (v) => resolve(v as Outcome), error: (e) => resolve({ errors: e as any }), complete: () => undefined }));
+      });
+      expect(first.data.predictionUpdated.status).toBe('QUEUED');
+    }
+    const sixth = await once(c, sub, { id });
+    expect(code(sixth)).toBe('RATE_LIMITED');
+    expect(sixth.errors![0].message).toMatch(/At most 5 subscriptions/);
+    // Another tenant is not affected.
+    const otherId = (await api.gql(PREDICT, { input: { service: 'system.echo', input: {}, wait: 0 } }, other.token)).data.predict.id;
+    expect((await once(connect(other.token), sub, { id: otherId })).data.predictionUpdated.status).toBe('QUEUED');
+    // Completing one frees its slot.
+    stops.pop()!();
+    await new Promise((r) => setTimeout(r, 100));
+    expect((await once(c, sub, { id })).data.predictionUpdated.status).toBe('QUEUED');
+  });
+
+  it('checks the credential per operation: a revoked key can no longer subscribe on a connection it opened', async () => {
+    const t = await signUpTenant(api, 'Ws Revoked');
+    const key = await createApiKey(api, t.token, ['READ', 'PREDICT']);
+    const id = (await api.gql(PREDICT, { input: { service: 'system.echo', input: {}, wait: 0 } }, t.token)).data.predict.id;
+    const c = connect(key.secret);
+    // An open subscription keeps the connection up (the client closes an idle one).
+    const opened = await new Promise<Outcome>((resolve) => {
+      c.subscribe({ query: `subscription($id: ID!) { predictionUpdated(id: $id) { id status } }`, variables: { id } },
+        { next: (v) => resolve(v as Outcome), error: (e) => resolve({ errors: e as any }), complete: () => undefined });
+    });
+    expect(opened.data.predictionUpdated.status).toBe('QUEUED');
+    expect((await once(c, '{ me { tenant { id } } }')).data.me.tenant.id).toBe(t.tenantId);
+    await api.gql('mutation($id: ID!) { revokeApiKey(id: $id) { id } }', { id: key.id }, t.token);
+    expect(code(await once(c, '{ me { tenant { id } } }'))).toBe('UNAUTHENTICATED');
+  });
+});
