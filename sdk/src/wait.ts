@@ -90,7 +90,8 @@ export async function waitForJob<J extends { id: string; status: string }>(
 /**
  * Follows the subscription until the job ends. Resolves with the final job, or null when the
  * subscription could not be used (no WebSocket, connection refused or lost, server closed it
- * early, an error without a contract code): the caller polls then. GraphQL errors with a code
+ * early, an error without a contract code, RATE_LIMITED: too many subscriptions open, or the
+ * request budget spent): the caller polls then, with backoff. Other GraphQL errors with a code
  * reject with the typed error.
  */
 async function subscribe<J extends { id: string; status: string }>(
@@ -113,7 +114,7 @@ async function subscribe<J extends { id: string; status: string }>(
       next: (result) => {
         if (result.errors?.length) {
           const errors = result.errors as unknown as GraphQLErrorPayload[];
-          finish(() => (hasCode(errors) ? reject(errorFromGraphQL(errors)) : resolve(null)));
+          finish(() => (isFinal(errors) ? reject(errorFromGraphQL(errors)) : resolve(null)));
           return;
         }
         if (!result.data) return;
@@ -125,7 +126,7 @@ async function subscribe<J extends { id: string; status: string }>(
         // GraphQL errors with a contract code are final (NOT_FOUND, FORBIDDEN…); anything else
         // (connection refused or lost, an error without a code) falls back to polling, whose HTTP
         // answers carry the typed error if there is one.
-        if (Array.isArray(err) && hasCode(err as GraphQLErrorPayload[])) finish(() => reject(errorFromGraphQL(err as GraphQLErrorPayload[])));
+        if (Array.isArray(err) && isFinal(err as GraphQLErrorPayload[])) finish(() => reject(errorFromGraphQL(err as GraphQLErrorPayload[])));
         else finish(() => resolve(null));
       },
       complete: () => finish(() => resolve(null)),
@@ -135,4 +136,8 @@ async function subscribe<J extends { id: string; status: string }>(
   });
 }
 
-const hasCode = (errors: GraphQLErrorPayload[]) => typeof errors[0]?.extensions?.code === 'string';
+/** An error with a contract code ends the wait, except RATE_LIMITED, which polling (rate limited on its own, with backoff) gets past. */
+const isFinal = (errors: GraphQLErrorPayload[]) => {
+  const code = errors[0]?.extensions?.code;
+  return typeof code === 'string' && code !== 'RATE_LIMITED';
+};

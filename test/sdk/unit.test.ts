@@ -10,6 +10,9 @@ import { parse, UsageError } from '../../sdk/src/cli/args';
 import { bar, barChart, money, progressBar, table } from '../../sdk/src/cli/format';
 import { exitCodeFor, leaderboard } from '../../sdk/src/cli/main';
 import { inferDatasetFormat } from '../../sdk/src/upload';
+import { waitForJob } from '../../sdk/src/wait';
+import type { SubscriptionConnection } from '../../sdk/src/websocket';
+import type { TypedDocument } from '../../sdk/src/transport';
 
 /** Signs like the Standard Webhooks reference (independently of both the server and the SDK). */
 function sign(secret: string, id: string, ts: number, body: string): string {
@@ -229,5 +232,31 @@ describe('CLI helpers', () => {
     expect(inferDatasetFormat('x.ndjson', bytes('a,b'))).toBe('JSONL');
     expect(inferDatasetFormat(undefined, bytes('\n {"a":1}'))).toBe('JSONL');
     expect(inferDatasetFormat(undefined, bytes('a,b\n1,2'))).toBe('CSV');
+  });
+});
+
+describe('waitForJob over a subscription', () => {
+  /** A connection whose every subscription is answered with `errors` at once. */
+  const refusing = (errors: unknown) => ({
+    get: async () => ({ subscribe: (_p: unknown, sink: { error(e: unknown): void }) => { setTimeout(() => sink.error(errors), 0); return () => undefined; } }),
+  }) as unknown as SubscriptionConnection;
+  const adapter = (statuses: string[]) => {
+    let i = 0;
+    return {
+      name: 'prediction', cancel: async () => undefined,
+      get: async (id: string) => ({ id, status: statuses[Math.min(i++, statuses.length - 1)] }),
+      subscription: { document: 'subscription { x }' as unknown as TypedDocument<unknown, { id: string }>, pick: (d: unknown) => d as { id: string; status: string } },
+    };
+  };
+
+  it('falls back to polling when the server refuses the subscription with RATE_LIMITED (too many open)', async () => {
+    const limited = [{ message: 'At most 5 subscriptions may be open at once', extensions: { code: 'RATE_LIMITED' } }];
+    const job = await waitForJob(adapter(['QUEUED', 'RUNNING', 'SUCCEEDED']), refusing(limited), 'p1', { pollIntervalMs: 5 });
+    expect(job).toEqual({ id: 'p1', status: 'SUCCEEDED' });
+  });
+
+  it('rejects with the typed error for other contract codes (NOT_FOUND)', async () => {
+    const missing = [{ message: 'Prediction not found', extensions: { code: 'NOT_FOUND' } }];
+    await expect(waitForJob(adapter(['SUCCEEDED']), refusing(missing), 'p1', { pollIntervalMs: 5 })).rejects.toBeInstanceOf(NotFoundError);
   });
 });
