@@ -6,7 +6,8 @@ import { JobInsert1764000400000 } from './1764000400000-JobInsert';
 import { RetentionIndex1764000500000 } from './1764000500000-RetentionIndex';
 import { WebhookSecretRotation1764000600000 } from './1764000600000-WebhookSecretRotation';
 import { WebhookSweepIndex1764000700000 } from './1764000700000-WebhookSweepIndex';
+import { WebhookDeliveriesIndex1764000800000 } from './1764000800000-WebhookDeliveriesIndex';
 
 /** Listed explicitly (not globbed) so they load the same from TypeScript sources and compiled JS. */
 export const MIGRATIONS = [Tenancy1764000000000, Compute1764000100000, Billing1764000200000, Training1764000300000, JobInsert1764000400000, RetentionIndex1764000500000,
-  WebhookSecretRotation1764000600000, WebhookSweepIndex1764000700000];
+  WebhookSecretRotation1764000600000, WebhookSweepIndex1764000700000, WebhookDeliveriesIndex1764000800000];

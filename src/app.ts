@@ -9,6 +9,7 @@ import { RateLimiter } from './platform/rate-limit';
 import { TokenSigner } from './modules/tenancy/credentials';
 import { TenancyService } from './modules/tenancy/tenancy.service';
 import { WebhookSettingsService } from './modules/tenancy/webhook-settings';
+import { WebhookDeliveriesService } from './modules/compute/webhook-deliveries';
 import { JobUpdateBus } from './modules/compute/job-updates';
 import { JobsService } from './modules/compute/jobs.service';
 import { OperatorService } from './modules/compute/operator.service';
@@ -26,6 +27,7 @@ export interface AppServices extends TrainingServices {
   operator: OperatorService;
   billing: BillingService;
   webhookSettings: WebhookSettingsService;
+  webhookDeliveries: WebhookDeliveriesService;
 }
 
 /** The wired application: repositories and clients first, then services. Used by the API, workers and tests. */
@@ -70,7 +72,7 @@ export async function createApp(env: Env, opts: { log?: Logger; metrics?: Metric
     env, log, db, redis, metrics, bus,
     rateLimiter: new RateLimiter(redis, env.REDIS_PREFIX),
     services: { tenancy, jobs, services, operator: new OperatorService(db, redis, k), billing: billing.service,
-      webhookSettings: new WebhookSettingsService(db, webhookPolicy), ...training },
+      webhookSettings: new WebhookSettingsService(db, webhookPolicy), webhookDeliveries: new WebhookDeliveriesService(db), ...training },
     async close() {
       redis.disconnect();
       subscriber.disconnect();

@@ -6,7 +6,7 @@ import {
   MeDocument, ModelDocument, ModelVersionDocument, ModelsDocument, NodesDocument, PredictDocument, PredictionDocument,
   PredictionUpdatedDocument, PredictionsDocument, QuotasDocument, RevokeApiKeyDocument, RotateWebhookSecretDocument, ServicesDocument, SetQuotaDocument,
   SetSpendLimitDocument, SignUpDocument, TrainingJobDocument, TrainingJobUpdatedDocument, UpdateDeploymentDocument, UpdateWebhookSettingsDocument,
-  UsageDocument, WebhookSettingsDocument,
+  UsageDocument, WebhookDeliveriesDocument, WebhookSettingsDocument,
   type ApiKeyScope, type CreateDatasetInput, type CreateDeploymentInput, type CreateTrainingJobInput, type DatasetFormat,
   type SetQuotaInput, type SignUpInput, type WebhookEvent,
 } from './generated/graphql';
@@ -16,7 +16,7 @@ import { Transport, USER_AGENT, randomId, sleep, type FetchLike, type RequestOpt
 import type {
   ApiKey, ClusterNode, CreatedApiKey, CurrentBill, Dataset, DatasetVersion, Deployment, Invoice, LogInResult, Me, Model,
   ModelSummary, ModelVersion, Money, Prediction, PredictionSummary, Quota, QuotaSetting, RevokedApiKey, Service,
-  SignUpResult, TrainingJob, UploadTarget, Usage, WebhookSettings,
+  SignUpResult, TrainingJob, UploadTarget, Usage, WebhookDelivery, WebhookSettings,
 } from './types';
 import { inferDatasetFormat, readUploadSource, type UploadSource } from './upload';
 import { isTerminal, waitForJob, type JobAdapter, type WaitOptions } from './wait';
@@ -270,7 +270,7 @@ export class Nimbus {
       new PageIterator(async (first, after, signal) => toPage((await this.query(ApiKeysDocument, { first, after }, signal)).apiKeys), opts),
   };
 
-  /** The tenant's webhook URL and signing secret (ADMIN scope: an owner's or admin's JWT, or an ADMIN key). */
+  /** The tenant's webhook URL and signing secret (ADMIN scope: an owner's or admin's JWT, or an ADMIN key), and its deliveries. */
   readonly webhooks = {
     /** `signingSecret` is what `verifyWebhook` needs. */
     settings: async (): Promise<WebhookSettings> => (await this.query(WebhookSettingsDocument, {})).webhookSettings,
@@ -279,6 +279,10 @@ export class Nimbus {
       (await this.mutate(UpdateWebhookSettingsDocument, { input }, true)).updateWebhookSettings,
     /** A new secret; the old one keeps signing beside it for 24 h (`previousSecretExpiresAt`). Not retried: each call rotates. */
     rotateSecret: async (): Promise<WebhookSettings> => (await this.mutate(RotateWebhookSecretDocument, {}, false)).rotateWebhookSecret,
+    /** Every delivery attempt, newest first (READ scope); `jobId` for one job's. */
+    deliveries: (opts: ListOptions & { jobId?: string } = {}): PageIterator<WebhookDelivery> =>
+      new PageIterator(async (first, after, signal) =>
+        toPage((await this.query(WebhookDeliveriesDocument, { first, after, jobId: opts.jobId }, signal)).webhookDeliveries), opts),
   };
 
   // ---------- datasets, training, models, deployments ----------

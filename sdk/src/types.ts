@@ -7,7 +7,7 @@ import type {
   DeploymentFieldsFragment, InvoiceFieldsFragment, LogInMutation, MeQuery, ModelQuery, ModelSummaryFragment,
   ModelVersionFieldsFragment, MoneyFieldsFragment, NodesQuery, PredictionFieldsFragment, PredictionSummaryFragment,
   QuotasQuery, RevokeApiKeyMutation, ServicesQuery, SetQuotaMutation, SignUpMutation, TrainingJobFieldsFragment,
-  TrialFieldsFragment, UploadTargetFieldsFragment, UsageQuery, WebhookSettingsQuery,
+  TrialFieldsFragment, UploadTargetFieldsFragment, UsageQuery, WebhookDeliveriesQuery, WebhookSettingsQuery,
 } from './generated/graphql';
 
 type Replace<T, R> = Omit<T, keyof R> & R;
@@ -26,6 +26,7 @@ export type ClusterNode = NodesQuery['nodes'][number];
 export type Quota = QuotasQuery['quotas'][number];
 export type QuotaSetting = SetQuotaMutation['setQuota'];
 export type WebhookSettings = WebhookSettingsQuery['webhookSettings'];
+export type WebhookDelivery = WebhookDeliveriesQuery['webhookDeliveries']['edges'][number]['node'];
 
 /** Held-out metrics by name (accuracy, f1Macro, rmse, …; the baseline's as baselineX). */
 export type Metrics = Record<string, number>;

@@ -455,6 +455,23 @@ describe('webhooks', () => {
     await waitFor(async () => (await owner.query('SELECT 1 FROM webhook_deliveries WHERE job_id = $1 AND delivered', [p.id])).rowCount === 1, 5000, 'delivery record');
     const { rows } = await owner.query('SELECT attempt, status_code, delivered FROM webhook_deliveries WHERE job_id = $1 ORDER BY attempt', [p.id]);
     expect(rows).toEqual([{ attempt: 1, status_code: 500, delivered: false }, { attempt: 2, status_code: 204, delivered: true }]);
+
+    // Listable by the tenant, newest first, per job and across jobs; another tenant sees none of them.
+    const DELIVERIES = `query($jobId: ID, $first: Int, $after: String) { webhookDeliveries(jobId: $jobId, first: $first, after: $after) {
+      edges { node { jobId webhookId eventType url attempt statusCode error delivered } } pageInfo { hasNextPage endCursor } } }`;
+    const mine = (await gql(DELIVERIES, { jobId: p.id }, a)).data.webhookDeliveries;
+    expect(mine.edges.map((e: any) => e.node)).toEqual([
+      { jobId: p.id, webhookId: first.headers['webhook-id'], eventType: 'prediction.succeeded', url, attempt: 2, statusCode: 204, error: null, delivered: true },
+      { jobId: p.id, webhookId: first.headers['webhook-id'], eventType: 'prediction.succeeded', url, attempt: 1, statusCode: 500, error: 'HTTP 500', delivered: false },
+    ]);
+    const page1 = (await gql(DELIVERIES, { first: 1 }, a)).data.webhookDeliveries;
+    expect(page1.edges).toHaveLength(1);
+    expect(page1.pageInfo.hasNextPage).toBe(true);
+    const page2 = (await gql(DELIVERIES, { first: 1, after: page1.pageInfo.endCursor }, a)).data.webhookDeliveries;
+    expect(page2.edges[0].node.attempt).toBe(1);
+    expect((await gql(DELIVERIES, { jobId: p.id }, b)).data.webhookDeliveries.edges).toEqual([]);
+    expect((await gql(DELIVERIES, {}, b)).data.webhookDeliveries.edges).toEqual([]);
+    expect((await gql(DELIVERIES, { jobId: 'nope' }, a)).errors?.[0]?.extensions?.code).toBe('NOT_FOUND');
   });
 
   it('still sends the terminal webhook when the control plane fails between recording the end and announcing it', async () => {

@@ -331,6 +331,9 @@ describe('webhooks', () => {
     const { rows: [tb] } = await owner.query('SELECT webhook_secret FROM tenants WHERE id = $1', [b.tenantId]);
     expect(() => verifyWebhook(delivery.headers, delivery.body, tb.webhook_secret)).toThrow(WebhookVerificationError);
     expect(() => verifyWebhook(delivery.headers, delivery.body, signingSecret, { now: Date.now() + 10 * 60_000 })).toThrow(/too old/);
+    await waitFor(async () => (await nimbus.webhooks.deliveries({ jobId: p.id }).toArray()).some((d) => d.delivered), 5000, 'the delivery record');
+    expect((await nimbus.webhooks.deliveries({ jobId: p.id }).toArray())[0]).toMatchObject({ jobId: p.id, eventType: 'prediction.succeeded', url, statusCode: 204 });
+    expect(await other.webhooks.deliveries({ jobId: p.id }).toArray()).toEqual([]);
   });
 
   it('reads, updates and rotates the webhook settings; during the grace period both secrets verify', async () => {

@@ -238,6 +238,15 @@ export type RotateWebhookSecretMutationVariables = Exact<{ [key: string]: never;
 
 export type RotateWebhookSecretMutation = { rotateWebhookSecret: { url: string | null, signingSecret: string, previousSecretExpiresAt: string | null } };
 
+export type WebhookDeliveriesQueryVariables = Exact<{
+  first?: number | null | undefined;
+  after?: string | null | undefined;
+  jobId?: string | number | null | undefined;
+}>;
+
+
+export type WebhookDeliveriesQuery = { webhookDeliveries: { edges: Array<{ cursor: string, node: { id: string, jobId: string, webhookId: string, eventType: string, url: string, attempt: number, statusCode: number | null, error: string | null, delivered: boolean, createdAt: string } }>, pageInfo: { hasNextPage: boolean, endCursor: string | null } } };
+
 export type UsageQueryVariables = Exact<{
   from: string;
   to: string;
@@ -863,6 +872,31 @@ export const RotateWebhookSecretDocument = new TypedDocumentString(`
   }
 }
     `) as unknown as TypedDocumentString<RotateWebhookSecretMutation, RotateWebhookSecretMutationVariables>;
+export const WebhookDeliveriesDocument = new TypedDocumentString(`
+    query WebhookDeliveries($first: Int, $after: String, $jobId: ID) {
+  webhookDeliveries(first: $first, after: $after, jobId: $jobId) {
+    edges {
+      cursor
+      node {
+        id
+        jobId
+        webhookId
+        eventType
+        url
+        attempt
+        statusCode
+        error
+        delivered
+        createdAt
+      }
+    }
+    pageInfo {
+      hasNextPage
+      endCursor
+    }
+  }
+}
+    `) as unknown as TypedDocumentString<WebhookDeliveriesQuery, WebhookDeliveriesQueryVariables>;
 export const UsageDocument = new TypedDocumentString(`
     query Usage($from: DateTime!, $to: DateTime!) {
   usage(from: $from, to: $to) {

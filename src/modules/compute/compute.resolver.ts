@@ -2,7 +2,9 @@ import { Arg, Args, Ctx, ID, Mutation, Query, Resolver, Root, Subscription } fro
 import type { GqlContext } from '../../platform/graphql/context';
 import { PageArgsType, connectionComplexity } from '../../platform/graphql/connection';
 import type { JobView } from './jobs.service';
-import { NodeType, PredictInput, Prediction, PredictionConnection, QuotaType, Service, SetQuotaInput } from './compute.types';
+import {
+  NodeType, PredictInput, Prediction, PredictionConnection, QuotaType, Service, SetQuotaInput, WebhookDeliveriesArgs, WebhookDeliveryConnection,
+} from './compute.types';
 
 const toPrediction = (j: JobView): Prediction => ({ ...j, node: j.nodeId ? { id: j.nodeId } : null });
 
@@ -43,6 +45,13 @@ export class ComputeResolver {
   })
   predictionUpdated(@Arg('id', () => ID) _id: string, @Root() job: JobView): Prediction {
     return toPrediction(job);
+  }
+
+  @Query(() => WebhookDeliveryConnection, {
+    complexity: connectionComplexity, description: 'Every attempt to deliver the tenant\'s webhooks, newest first (optionally one job\'s)',
+  })
+  webhookDeliveries(@Args(() => WebhookDeliveriesArgs) args: WebhookDeliveriesArgs, @Ctx() ctx: GqlContext) {
+    return ctx.services.webhookDeliveries.list(ctx, { ...args });
   }
 
   @Query(() => [NodeType], { description: 'Operators only' })

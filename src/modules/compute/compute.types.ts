@@ -1,6 +1,6 @@
 import { GraphQLJSON } from 'graphql-scalars';
-import { Field, Float, ID, InputType, Int, ObjectType, registerEnumType } from 'type-graphql';
-import { ConnectionType } from '../../platform/graphql/connection';
+import { ArgsType, Field, Float, ID, InputType, Int, ObjectType, registerEnumType } from 'type-graphql';
+import { ConnectionType, PageArgsType } from '../../platform/graphql/connection';
 import { enumOf } from '../../platform/graphql/enums';
 import { JOB_STATUSES } from './compute.entities';
 
@@ -113,4 +113,25 @@ export class SetQuotaInput {
   @Field(() => HardwareEnum) hardware: string;
   @Field(() => Int) guaranteed: number;
   @Field(() => Int) limit: number;
+}
+
+@ObjectType('WebhookDelivery', { description: 'One attempt to POST a webhook (retries reuse webhookId)' })
+export class WebhookDeliveryType {
+  @Field(() => ID) id: string;
+  @Field(() => ID, { description: 'The prediction or training job the event is about' }) jobId: string;
+  @Field({ description: 'The webhook-id header: the same for every attempt of one event' }) webhookId: string;
+  @Field({ description: 'prediction.succeeded, training.failed, …' }) eventType: string;
+  @Field() url: string;
+  @Field(() => Int) attempt: number;
+  @Field(() => Int, { nullable: true, description: 'The receiver\'s HTTP status; null when no answer came' }) statusCode: number | null;
+  @Field(() => String, { nullable: true }) error: string | null;
+  @Field() delivered: boolean;
+  @Field() createdAt: Date;
+}
+
+export const WebhookDeliveryConnection = ConnectionType(WebhookDeliveryType, 'WebhookDelivery');
+
+@ArgsType()
+export class WebhookDeliveriesArgs extends PageArgsType {
+  @Field(() => ID, { nullable: true, description: 'Only this job\'s deliveries' }) jobId?: string;
 }
