@@ -42,7 +42,8 @@ export async function startServer(app: App, opts: { port?: number; host?: string
   // Subscriptions over graphql-ws on the same path; the credential comes in connectionParams.authorization.
   const wss = new WebSocketServer({ server: httpServer, path: '/graphql' });
   const formatError = makeFormatError(log);
-  const wsCleanup = useServer(websocketOptions(app, schema, formatError), wss);
+  const ws = websocketOptions(app, schema, formatError, { credentialRecheckMs: env.WS_CREDENTIAL_RECHECK_MS });
+  const wsCleanup = useServer(ws.options, wss);
 
   const apollo = new ApolloServer<GqlContext>({
     schema,
@@ -53,7 +54,16 @@ export async function startServer(app: App, opts: { port?: number; host?: string
     formatError,
     plugins: [
       ApolloServerPluginDrainHttpServer({ httpServer }),
-      { async serverWillStart() { return { async drainServer() { await wsCleanup.dispose(); } }; } },
+      {
+        async serverWillStart() {
+          return {
+            async drainServer() {
+              ws.dispose();
+              await wsCleanup.dispose();
+            },
+          };
+        },
+      },
       production ? ApolloServerPluginLandingPageDisabled() : ApolloServerPluginLandingPageLocalDefault({ embed: true }),
       costPlugin(() => schema, env.QUERY_COST_LIMIT),
       app.metrics.apolloPlugin(),

@@ -30,6 +30,8 @@ const schema = z.object({
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     QUERY_COST_LIMIT: z.coerce.number().int().min(1).default(1000),
     QUERY_DEPTH_LIMIT: z.coerce.number().int().min(2).default(12),
+    /** How often open WebSocket connections' credentials are checked again (revoked keys, expired tokens). */
+    WS_CREDENTIAL_RECHECK_MS: z.coerce.number().int().min(100).default(5000),
     /** Comma-separated e-mails that are platform operators (see README "Operators"). */
     OPERATOR_EMAILS: z.string().default(''),
     STRIPE_SECRET_KEY: z.string().startsWith('sk_').optional(),

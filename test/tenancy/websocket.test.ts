@@ -15,8 +15,8 @@ let api: TestApi;
 let owner: Client;
 const clients: WsClient[] = [];
 beforeAll(async () => {
-  // Small limits, so a test can reach them: depth 3, cost 30.
-  api = await startTestApi({ QUERY_DEPTH_LIMIT: '3', QUERY_COST_LIMIT: '30' });
+  // Small limits, so a test can reach them: depth 3, cost 30; credentials re-checked every 200 ms.
+  api = await startTestApi({ QUERY_DEPTH_LIMIT: '3', QUERY_COST_LIMIT: '30', WS_CREDENTIAL_RECHECK_MS: '200' });
   owner = await ownerClient();
 });
 afterAll(async () => {
@@ -27,20 +27,26 @@ afterAll(async () => {
 
 const wsUrl = () => api.server.url.replace(/^http/, 'ws');
 function connect(token: string): WsClient {
-  const c = createClient({ url: wsUrl(), webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${token}` }, retryAttempts: 0, lazy: false });
+  const c = createClient({ url: wsUrl(), webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${token}` }, retryAttempts: 0, lazy: false,
+    onNonLazyError: () => undefined }); // the tests read closes from their operations
   clients.push(c);
   return c;
 }
 
 type Outcome = { data?: any; errors?: Array<{ message: string; extensions?: Record<string, any> }> };
-/** Runs one operation to its first result or error (its errors normalised to the HTTP shape). */
+/**
+ * Runs one operation to its first result or error (its errors normalised to the HTTP shape). A
+ * subscription is then completed; a query or mutation completes by itself (completing it from its
+ * result as well makes graphql-ws's client count the operation twice and close a busy socket).
+ */
 function once(c: WsClient, query: string, variables: Record<string, unknown> = {}): Promise<Outcome> {
+  const subscription = /^\s*subscription\b/.test(query);
   return new Promise((resolve) => {
     let done = false;
     const finish = (o: Outcome) => {
       if (done) return;
       done = true;
-      stop();
+      if (subscription) stop();
       resolve(o);
     };
     const stop = c.subscribe({ query, variables }, {
@@ -120,19 +126,34 @@ describe('GraphQL over WebSocket', () => {
     expect((await once(c, sub, { id })).data.predictionUpdated.status).toBe('QUEUED');
   });
 
-  it('checks the credential per operation: a revoked key can no longer subscribe on a connection it opened', async () => {
+  it('checks the credential per operation and on open connections: a revoked key loses its subscriptions', async () => {
     const t = await signUpTenant(api, 'Ws Revoked');
     const key = await createApiKey(api, t.token, ['READ', 'PREDICT']);
     const id = (await api.gql(PREDICT, { input: { service: 'system.echo', input: {}, wait: 0 } }, t.token)).data.predict.id;
     const c = connect(key.secret);
     // An open subscription keeps the connection up (the client closes an idle one).
+    let ended: (e: unknown) => void;
+    const end = new Promise<unknown>((r) => (ended = r));
     const opened = await new Promise<Outcome>((resolve) => {
       c.subscribe({ query: `subscription($id: ID!) { predictionUpdated(id: $id) { id status } }`, variables: { id } },
-        { next: (v) => resolve(v as Outcome), error: (e) => resolve({ errors: e as any }), complete: () => undefined });
+        { next: (v) => resolve(v as Outcome), error: (e) => ended(e), complete: () => ended('complete') });
     });
     expect(opened.data.predictionUpdated.status).toBe('QUEUED');
     expect((await once(c, '{ me { tenant { id } } }')).data.me.tenant.id).toBe(t.tenantId);
+    // The same check on a key that stays valid keeps the connection open.
+    await new Promise((r) => setTimeout(r, 500));
+    expect((await once(c, '{ me { tenant { id } } }')).data.me.tenant.id).toBe(t.tenantId);
+
     await api.gql('mutation($id: ID!) { revokeApiKey(id: $id) { id } }', { id: key.id }, t.token);
-    expect(code(await once(c, '{ me { tenant { id } } }'))).toBe('UNAUTHENTICATED');
+    // A new operation is refused at once; the open subscription ends with the connection (4403).
+    const refused = once(c, '{ me { tenant { id } } }');
+    const closed = await Promise.race([end, new Promise((r) => setTimeout(() => r('still open'), 5000))]);
+    expect((closed as { code?: number }).code).toBe(4403);
+    // Refused by the per-operation check (or, if the periodic check came first, cut by the close); never answered.
+    const r = await refused;
+    expect(r.data).toBeUndefined();
+    expect(code(r) === 'UNAUTHENTICATED' || r.errors?.[0]?.extensions?.closeCode === 4403).toBe(true);
+    // A new connection with the revoked key is refused at once.
+    expect((await once(connect(key.secret), '{ me { tenant { id } } }')).errors?.[0]?.extensions?.closeCode).toBe(4403);
   });
 });

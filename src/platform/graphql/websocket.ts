@@ -18,6 +18,7 @@ const isAsyncIterable = (x: unknown): x is AsyncIterable<ExecutionResult> =>
 
 interface Extra {
   request: IncomingMessage;
+  socket: { close(code?: number, reason?: string): void };
   token?: string;
   principal?: Principal;
   /** Subscriptions of this connection that hold a slot of their tenant's limit, by operation id. */
@@ -32,11 +33,26 @@ interface Extra {
  * revoked API key stops subscribing at once): authentication, the tenant's and key's rate limits,
  * depth and cost limits, plus at most the plan's number of open subscriptions per tenant on this
  * process. Refusals are typed errors (UNAUTHENTICATED, RATE_LIMITED, QUERY_TOO_COSTLY, BAD_USER_INPUT).
+ * Open connections are re-checked every `credentialRecheckMs` and closed once their credential fails.
  */
 export function websocketOptions(
   app: App, schema: GraphQLSchema, formatError: (formatted: GraphQLFormattedError, error: unknown) => GraphQLFormattedError,
-): ServerOptions<{ authorization?: string }, Extra> {
+  opts: { credentialRecheckMs?: number } = {},
+): { options: ServerOptions<{ authorization?: string }, Extra>; dispose(): void } {
   const { env } = app;
+  // Open connections, whose credentials are checked again every few seconds: a connection whose
+  // key was revoked, or whose token expired, is closed (4403), ending its open subscriptions too.
+  const connections = new Set<Extra>();
+  const recheck = setInterval(() => {
+    for (const extra of connections) {
+      app.services.tenancy.authenticate(extra.token!).catch((err: unknown) => {
+        if (!(err instanceof AppError) || err.code !== ErrorCode.UNAUTHENTICATED) return; // e.g. the database is down: not the client's fault
+        connections.delete(extra);
+        extra.socket.close(4403, 'Forbidden: the credential was revoked or has expired');
+      });
+    }
+  }, opts.credentialRecheckMs ?? 5000);
+  recheck.unref();
   const open = new Map<string, number>();
   const release = (extra: Extra, id: string) => {
     const tenantId = extra.held?.get(id);
@@ -47,7 +63,7 @@ export function websocketOptions(
     else open.delete(tenantId);
   };
   const rules = [...specifiedRules, depthLimit(env.QUERY_DEPTH_LIMIT)];
-  return {
+  const options: ServerOptions<{ authorization?: string }, Extra> = {
     schema,
     onConnect: async (ctx) => {
       const token = /^Bearer\s+(\S+)$/i.exec(String(ctx.connectionParams?.authorization ?? ''))?.[1];
@@ -55,6 +71,7 @@ export function websocketOptions(
       try {
         ctx.extra.principal = await app.services.tenancy.authenticate(token);
         ctx.extra.token = token;
+        connections.add(ctx.extra);
         return true;
       } catch {
         return false;
@@ -128,6 +145,7 @@ export function websocketOptions(
     },
     // A subscription whose execution threw never completes: its slot goes with the connection.
     onClose: (ctx) => {
+      connections.delete(ctx.extra);
       for (const a of ctx.extra.aborts?.values() ?? []) a.abort();
       for (const id of [...(ctx.extra.held?.keys() ?? [])]) release(ctx.extra, id);
     },
@@ -136,4 +154,5 @@ export function websocketOptions(
     onNext: (_ctx, _id, _payload, _args, result) =>
       result.errors ? { ...result, errors: result.errors.map((e) => formatError(e, e)) } : undefined,
   };
+  return { options, dispose: () => clearInterval(recheck) };
 }
