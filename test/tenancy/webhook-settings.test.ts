@@ -1,5 +1,3 @@
-import { createServer, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Client } from 'pg';
 import { verifyWebhookSignature } from '../../src/modules/compute/webhook-signing';
 import { WebhookSettingsService } from '../../src/modules/tenancy/webhook-settings';
@@ -7,6 +5,7 @@ import { createApiKey, signUpTenant, type TestTenant } from '../support/api';
 import { startCluster, waitFor, type TestCluster } from '../support/cluster';
 import { ownerClient } from '../support/db';
 import { PREDICT } from '../support/gql';
+import { startWebhookReceiver, type WebhookReceiver } from '../support/receiver';
 
 const SETTINGS = `query { webhookSettings { url signingSecret previousSecretExpiresAt } }`;
 const UPDATE = `mutation($input: UpdateWebhookSettingsInput!) { updateWebhookSettings(input: $input) { url signingSecret previousSecretExpiresAt } }`;
@@ -14,26 +13,17 @@ const ROTATE = `mutation { rotateWebhookSecret { url signingSecret previousSecre
 
 let cluster: TestCluster;
 let owner: Client;
-let server: Server;
+let receiver: WebhookReceiver;
 let hookUrl: string;
-const received: Array<{ headers: IncomingMessage['headers']; body: string }> = [];
 
 beforeAll(async () => {
   cluster = await startCluster({ agents: [{ name: 'cpu-hooks', devices: 1 }] });
   owner = await ownerClient();
-  server = createServer((req, res) => {
-    let body = '';
-    req.on('data', (c) => (body += c));
-    req.on('end', () => {
-      received.push({ headers: req.headers, body });
-      res.writeHead(204).end();
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  hookUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+  receiver = await startWebhookReceiver();
+  hookUrl = receiver.url();
 });
 afterAll(async () => {
-  await new Promise((r) => server.close(r));
+  await receiver.close();
   await owner.end();
   await cluster.close();
 });
@@ -45,9 +35,9 @@ const code = (res: { errors?: Array<{ extensions?: Record<string, any> }> }) => 
 async function delivery(t: TestTenant, message: string) {
   const p = (await gql(PREDICT, { input: { service: 'system.echo', input: { message }, wait: 10, webhookUrl: hookUrl } }, t)).data.predict;
   expect(p.status).toBe('SUCCEEDED');
-  let hit: (typeof received)[number] | undefined;
-  await waitFor(() => !!(hit = received.find((r) => JSON.parse(r.body).data.id === p.id)), 10_000, 'the webhook');
-  return { headers: hit!.headers as Record<string, string>, body: hit!.body };
+  let hit: WebhookReceiver['received'][number] | undefined;
+  await waitFor(() => !!(hit = receiver.received.find((r) => JSON.parse(r.body).data.id === p.id)), 10_000, 'the webhook');
+  return hit!;
 }
 
 describe('webhook settings', () => {

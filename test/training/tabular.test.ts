@@ -1,10 +1,9 @@
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Client } from 'pg';
 import { verifyWebhookSignature } from '../../src/modules/compute/webhook-signing';
 import { signUpTenant, type TestTenant } from '../support/api';
 import type { TestCluster } from '../support/cluster';
 import { ownerClient } from '../support/db';
+import { startWebhookReceiver } from '../support/receiver';
 import { flowers, houses, toCsv, toJsonl } from '../fixtures/training-data';
 import {
   CREATE_DEPLOYMENT, CREATE_TRAINING, DATASET, MODELS, PREDICT, TRAINING_JOB, UPDATE_DEPLOYMENT, errorOf, gqlOf, trainingCluster, upload, waitTraining, type Gql,
@@ -141,18 +140,10 @@ describe('TABULAR_CLASSIFICATION end to end', () => {
   });
 
   it('POSTs a training job\'s terminal webhook, signed with the tenant\'s secret, naming the model version it registered', async () => {
-    const received: Array<{ headers: Record<string, string>; body: string }> = [];
-    const server = createServer((req, res) => {
-      let body = '';
-      req.on('data', (c) => (body += c));
-      req.on('end', () => {
-        received.push({ headers: req.headers as Record<string, string>, body });
-        res.writeHead(204).end();
-      });
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const receiver = await startWebhookReceiver();
+    const { received } = receiver;
     try {
-      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/training-hook`;
+      const url = receiver.url('/training-hook');
       const base = { datasetVersionId, modelName: 'flowers-hooked', task: 'TABULAR_CLASSIFICATION', targetColumn: 'species', seed: 3, algorithm: 'logistic_regression' };
       expect(errorOf(await gql(CREATE_TRAINING, { input: { ...base, webhookUrl: 'ftp://x' } }, a))).toMatchObject({ code: 'BAD_USER_INPUT', field: 'input.webhookUrl' });
       expect(errorOf(await gql(CREATE_TRAINING, { input: { ...base, webhookUrl: url, webhookEvents: ['STARTED'] } }, a)))
@@ -173,7 +164,7 @@ describe('TABULAR_CLASSIFICATION end to end', () => {
       await new Promise((r) => setTimeout(r, 1500));
       expect(received).toHaveLength(1);
     } finally {
-      await new Promise((r) => server.close(r));
+      await receiver.close();
     }
   });
 
