@@ -9,8 +9,9 @@ import { isUuid } from '../../platform/uuid';
 import { parseInput } from '../../platform/validation';
 import { requireScope } from '../tenancy/principal';
 import type { Caller } from '../tenancy/tenancy.service';
-import { ArtifactNotFound, artifactKeys, type ArtifactStore } from './artifact-store';
-import { DEFAULT_MAX_COLUMNS, DatasetFormatError, profileDataset, type DatasetFormat } from './dataset-parser';
+import { ArtifactNotFound, artifactKeys, type ArtifactStore, type ArtifactStoreConfig } from './artifact-store';
+import { DEFAULT_MAX_COLUMNS, DatasetFormatError, type DatasetFormat } from './dataset-parser';
+import { profileStored } from './dataset-profiler';
 import type { ColumnProfile } from './training.contract';
 import type { UploadSigner } from './upload-signing';
 
@@ -68,7 +69,11 @@ export class DatasetsService {
     private readonly db: Database,
     private readonly store: ArtifactStore,
     private readonly signer: UploadSigner,
-    private readonly opts: { publicUrl?: string; maxBytes: number; maxColumns?: number },
+    private readonly opts: {
+      publicUrl?: string; maxBytes: number; maxColumns?: number;
+      /** How a worker thread reaches the same store: larger files are profiled off the event loop (dataset-profiler.ts). */
+      storeConfig?: ArtifactStoreConfig;
+    },
   ) {}
 
   async createDataset(caller: Caller & { origin?: string }, raw: unknown) {
@@ -174,7 +179,9 @@ export class DatasetsService {
     if (!u.used_at || u.size_bytes === null) throw badInput('uploadId', 'nothing has been uploaded to this upload URL yet (PUT the file to upload.url first)');
     let profile;
     try {
-      profile = await profileDataset(await this.store.stream(u.storage_key), u.format, { maxBytes: this.opts.maxBytes, maxColumns: this.opts.maxColumns ?? DEFAULT_MAX_COLUMNS });
+      profile = await profileStored(this.store, this.opts.storeConfig, u.storage_key, Number(u.size_bytes), u.format, {
+        maxBytes: this.opts.maxBytes, maxColumns: this.opts.maxColumns ?? DEFAULT_MAX_COLUMNS,
+      });
     } catch (err) {
       if (!(err instanceof DatasetFormatError) && !(err instanceof ArtifactNotFound)) throw err;
       await this.store.delete(u.storage_key).catch(() => undefined);

@@ -21,7 +21,7 @@ export interface TrainingServices {
 export function createTraining(
   env: Env, db: Database, redis: Redis, k: ReturnType<typeof keys>, log: Logger, jobs: JobsService, store: ArtifactStore = createArtifactStore(env),
 ): TrainingServices {
-  const datasets = new DatasetsService(db, store, new UploadSigner(env.JWT_SECRET), { publicUrl: env.PUBLIC_URL, maxBytes: env.UPLOAD_MAX_BYTES });
+  const datasets = new DatasetsService(db, store, new UploadSigner(env.JWT_SECRET), { publicUrl: env.PUBLIC_URL, maxBytes: env.UPLOAD_MAX_BYTES, storeConfig: env });
   return {
     datasets,
     training: new TrainingService(db, store, jobs, datasets, redis, k, log, { allowPlainHttpWebhooks: env.NODE_ENV !== 'production' }),

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { dirname, join, relative } from 'node:path';
+import { dirname, join } from 'node:path';
 
 /** The repository root: the folder holding package.json above `from`, skipping dist/. */
 export function projectRoot(from: string = __dirname): string {
@@ -12,17 +12,7 @@ export function projectRoot(from: string = __dirname): string {
   }
 }
 
-/**
- * Compiled JS file for a worker-thread entry that sits next to `sourceFile` (pass __filename).
- * Compiled code (.js) uses its sibling; under jest (.ts source) maps <root>/x/y.ts to
- * <root>/dist/x/y.js, which jest's globalSetup builds.
- */
-export function compiledSibling(sourceFile: string, baseName: string): string {
-  const dir = dirname(sourceFile);
-  if (sourceFile.endsWith('.js')) return join(dir, `${baseName}.js`);
-  const root = projectRoot(dir);
-  return join(root, 'dist', relative(root, dir), `${baseName}.js`);
-}
+export { compiledSibling } from '../../../src/platform/paths';
 
 /** A file inside an installed package (model files and wasm are read directly, not required). */
 export function modulePath(pkg: string, ...segments: string[]): string {
