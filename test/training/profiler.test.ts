@@ -1,9 +1,10 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import { ArtifactNotFound, createArtifactStore, type ArtifactStoreConfig } from '../../src/modules/training/artifact-store';
 import { DatasetFormatError, profileDataset } from '../../src/modules/training/dataset-parser';
-import { INLINE_PROFILE_BYTES, profileStored } from '../../src/modules/training/dataset-profiler';
+import { INLINE_PROFILE_BYTES, MAX_PROFILE_THREADS, profileStored } from '../../src/modules/training/dataset-profiler';
 import { signUpTenant, startTestApi, type TestApi } from '../support/api';
 import { errorOf, upload } from './support';
 
@@ -65,6 +66,29 @@ describe('profileStored', () => {
     expect(err).toMatchObject({ line: 15_001, message: expect.stringMatching(/expected 5 fields/) });
     const missing = await profileStored(store, config, 'datasets/nope.csv', 10 * INLINE_PROFILE_BYTES, 'CSV', limits).catch((e: unknown) => e);
     expect(missing).toBeInstanceOf(ArtifactNotFound);
+  });
+
+  it('runs at most MAX_PROFILE_THREADS threads at once; the others wait and all finish', async () => {
+    const size = await put('datasets/many.csv', csv(5_000));
+    // Count live profiling threads: each registers an 'exit' listener when it starts, which runs when it ends.
+    const original = Worker.prototype.once;
+    let live = 0;
+    let peak = 0;
+    const spy = jest.spyOn(Worker.prototype, 'once').mockImplementation(function (this: Worker, event: string | symbol, fn: (...a: any[]) => void) {
+      if (event !== 'exit') return original.call(this, event, fn);
+      peak = Math.max(peak, ++live);
+      return original.call(this, event, (...a: any[]) => {
+        live--;
+        fn(...a);
+      });
+    });
+    try {
+      const all = await Promise.all(Array.from({ length: 5 }, () => profileStored(store, config, 'datasets/many.csv', size, 'CSV', limits)));
+      expect(all.map((p) => [p.onThread, p.rowCount])).toEqual(Array(5).fill([true, 5_000]));
+    } finally {
+      spy.mockRestore();
+    }
+    expect(peak).toBe(MAX_PROFILE_THREADS);
   });
 
   it('profiles a large upload through the API into a version', async () => {
