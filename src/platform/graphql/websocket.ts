@@ -44,11 +44,20 @@ export function websocketOptions(
   // key was revoked, or whose token expired, is closed (4403), ending its open subscriptions too.
   const connections = new Set<Extra>();
   const recheck = setInterval(() => {
+    // One check per distinct credential, however many connections share it.
+    const byToken = new Map<string, Extra[]>();
     for (const extra of connections) {
-      app.services.tenancy.authenticate(extra.token!).catch((err: unknown) => {
+      const list = byToken.get(extra.token!);
+      if (list) list.push(extra);
+      else byToken.set(extra.token!, [extra]);
+    }
+    for (const [token, extras] of byToken) {
+      app.services.tenancy.authenticate(token).catch((err: unknown) => {
         if (!(err instanceof AppError) || err.code !== ErrorCode.UNAUTHENTICATED) return; // e.g. the database is down: not the client's fault
-        connections.delete(extra);
-        extra.socket.close(4403, 'Forbidden: the credential was revoked or has expired');
+        for (const extra of extras) {
+          connections.delete(extra);
+          extra.socket.close(4403, 'Forbidden: the credential was revoked or has expired');
+        }
       });
     }
   }, opts.credentialRecheckMs ?? 5000);
