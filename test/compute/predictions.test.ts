@@ -511,6 +511,18 @@ describe('webhooks', () => {
     expect(types).toEqual(['prediction.started', 'prediction.succeeded']);
   });
 
+  it('deletes delivery attempts after their retention (30 days) and keeps younger ones', async () => {
+    const p = (await gql(PREDICT, echo({ message: 'old deliveries' }, { wait: 10 }), a)).data.predict;
+    const insert = (age: string) => owner.query(
+      `INSERT INTO webhook_deliveries (tenant_id, job_id, webhook_id, event_type, url, attempt, status_code, delivered, created_at)
+       VALUES ($1, $2, $3, 'prediction.succeeded', 'https://x.example.test/', 1, 204, true, now() - $4::interval) RETURNING id`,
+      [a.tenantId, p.id, `msg_${age}`, age]).then((r) => r.rows[0].id as string);
+    const old = await insert('31 days');
+    const young = await insert('29 days');
+    await waitFor(async () => (await owner.query('SELECT 1 FROM webhook_deliveries WHERE id = $1', [old])).rowCount === 0, 5000, 'the old attempt deleted');
+    expect((await owner.query('SELECT 1 FROM webhook_deliveries WHERE id = $1', [young])).rowCount).toBe(1);
+  });
+
   it('sends the webhook of a queued job cancelled while its message to the control plane is lost', async () => {
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
     // Both devices of the node busy, so the next job waits QUEUED.

@@ -54,6 +54,8 @@ export interface ControlPlaneSettings {
   webhookSweepIntervalMs: number;
   webhookSweepLagMs: number;
   webhookSweepLookbackMs: number;
+  /** Webhook delivery attempts (`webhookDeliveries`) are deleted this long after they were made. */
+  webhookDeliveryRetentionSeconds: number;
 }
 
 export const DEFAULT_SETTINGS: ControlPlaneSettings = {
@@ -69,6 +71,7 @@ export const DEFAULT_SETTINGS: ControlPlaneSettings = {
   webhookSweepIntervalMs: 30_000,
   webhookSweepLagMs: 30_000,
   webhookSweepLookbackMs: 3600_000,
+  webhookDeliveryRetentionSeconds: 30 * 24 * 3600,
 };
 
 /**

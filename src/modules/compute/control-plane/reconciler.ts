@@ -78,7 +78,7 @@ export class Reconciler {
 
   /**
    * Retention: inputs and outputs of jobs whose data has expired are deleted, and so are the input
-   * images they stored in the artifact store. The statement returns the references the inputs held
+   * images they stored in the artifact store (and webhook delivery attempts past theirs). The statement returns the references the inputs held
    * (`o` is the row before the update); the objects are deleted off the tick, a few at a time, so a
    * slow or failing store never holds up reconciliation. A failed deletion is logged and retried on
    * later ticks, every 30 s (in memory: a control plane restart forgets it, and the object stays
@@ -90,6 +90,12 @@ export class Reconciler {
       `UPDATE jobs SET data_expires_at = COALESCE(completed_at, now()) + make_interval(secs => $1)
         WHERE data_expires_at IS NULL AND status IN ('SUCCEEDED','FAILED','CANCELED') AND (input IS NOT NULL OR output IS NOT NULL)`,
       [this.cx.settings.dataRetentionSeconds],
+    );
+    // Webhook delivery attempts older than their retention, a batch per tick.
+    await this.cx.db.query(
+      `DELETE FROM webhook_deliveries WHERE id IN (
+         SELECT id FROM webhook_deliveries WHERE created_at < now() - make_interval(secs => $1) ORDER BY created_at LIMIT 5000)`,
+      [this.cx.settings.webhookDeliveryRetentionSeconds],
     );
     const [rows] = (await this.cx.db.query(
       `UPDATE jobs j SET input = NULL, output = NULL, data_expires_at = NULL
