@@ -8,6 +8,7 @@ import { createLogger } from './platform/logger';
 import { RateLimiter } from './platform/rate-limit';
 import { TokenSigner } from './modules/tenancy/credentials';
 import { TenancyService } from './modules/tenancy/tenancy.service';
+import { PLAN_LIMITS } from './modules/tenancy/plans';
 import { WebhookSettingsService } from './modules/tenancy/webhook-settings';
 import { WebhookDeliveriesService } from './modules/compute/webhook-deliveries';
 import { JobUpdateBus } from './modules/compute/job-updates';
@@ -65,7 +66,10 @@ export async function createApp(env: Env, opts: { log?: Logger; metrics?: Metric
   // A deployment is resolved by the training module's registry, a service id by the catalog.
   const webhookPolicy = { allowPlainHttpWebhooks: env.NODE_ENV !== 'production' };
   const jobs = new JobsService(db, redis, k, bus, (p, ref, input) =>
-    (ref.deployment !== undefined ? training.models.resolveDeployment(p, ref.deployment, input) : services.resolve(p, ref, input)), webhookPolicy);
+    (ref.deployment !== undefined ? training.models.resolveDeployment(p, ref.deployment, input) : services.resolve(p, ref, input)), {
+    ...webhookPolicy,
+    heldWaitsLimit: async (tenantId) => PLAN_LIMITS[(await tenancy.tenantProfile(tenantId)).plan].heldWaits,
+  });
   jobs.guards.push(billing.guard);
   const training = createTraining(env, db, redis, k, log, jobs, store);
   return {

@@ -71,7 +71,11 @@ export class JobsService {
     private readonly k: ReturnType<typeof keys>,
     private readonly bus: JobUpdateBus,
     private readonly resolveTarget: TargetResolver,
-    private readonly opts: { allowPlainHttpWebhooks: boolean },
+    private readonly opts: {
+      allowPlainHttpWebhooks: boolean;
+      /** Requests `predict(wait:)` may hold at once per tenant in this process (the rest answer at once). */
+      heldWaitsLimit?: (tenantId: string) => Promise<number>;
+    },
   ) {
     this.inserter = new JobInserter(db, redis, k);
   }
@@ -98,6 +102,38 @@ export class JobsService {
   /** Creates (or finds, by idempotency key) a job, wakes the admitter and optionally waits for its end. */
   async submit(tenantId: string, job: NewJob, waitSeconds = 0, onCreated?: () => void): Promise<JobView> {
     for (const guard of this.guards) await guard(tenantId, job);
+    // Past the tenant's number of held requests, a call is answered at once, as with wait: 0.
+    const release = waitSeconds > 0 ? await this.holdWait(tenantId) : null;
+    try {
+      return await this.submitAndWait(tenantId, job, release ? waitSeconds : 0, onCreated);
+    } finally {
+      release?.();
+    }
+  }
+
+  /**
+   * A slot among the requests this process holds for the tenant (`predict(wait:)`), or null when
+   * they are all taken: each held request keeps a connection, a listener and a re-read every few
+   * seconds, so one tenant cannot pile up tens of thousands of them.
+   */
+  private async holdWait(tenantId: string): Promise<(() => void) | null> {
+    const limit = await this.opts.heldWaitsLimit?.(tenantId) ?? Number.POSITIVE_INFINITY;
+    const n = this.heldWaits.get(tenantId) ?? 0;
+    if (n >= limit) return null;
+    this.heldWaits.set(tenantId, n + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const left = (this.heldWaits.get(tenantId) ?? 1) - 1;
+      if (left > 0) this.heldWaits.set(tenantId, left);
+      else this.heldWaits.delete(tenantId);
+    };
+  }
+
+  private readonly heldWaits = new Map<string, number>();
+
+  private async submitAndWait(tenantId: string, job: NewJob, waitSeconds: number, onCreated?: () => void): Promise<JobView> {
     const id = randomUUID();
     const waiter = waitSeconds > 0 ? this.bus.waiter(id, (u) => TERMINAL.has(u.status as JobStatus)) : null;
     // A waited-for job's id is first told with its end (a durable commit) or after the wait
