@@ -511,6 +511,25 @@ describe('webhooks', () => {
     expect(types).toEqual(['prediction.started', 'prediction.succeeded']);
   });
 
+  it('after a start, sweeps back an hour for jobs whose terminal webhook was never sent', async () => {
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+    // Ended 20 and 50 minutes ago with a webhook URL, announcements lost (a crash before announcing, say).
+    const ended = async (minutesAgo: number) => (await owner.query(
+      `INSERT INTO jobs (tenant_id, kind, service, status, hardware, devices, attempt, webhook_url, created_at, started_at, completed_at, output)
+       VALUES ($1, 'PREDICTION', 'system.echo', 'SUCCEEDED', 'CPU', 1, 1, $2, now() - make_interval(mins => $3 + 1),
+               now() - make_interval(mins => $3 + 1), now() - make_interval(mins => $3), '{"message":"late"}') RETURNING id`,
+      [a.tenantId, url, minutesAgo])).rows[0].id as string;
+    const ids = [await ended(20), await ended(50)];
+    // As a control plane that has just started: its sweep looks back webhookSweepLookbackMs (1 h) in 5-minute windows.
+    (cluster.cp.reconciler as unknown as { webhookSweepFrom: Date | null; nextWebhookSweepAt: number }).webhookSweepFrom = null;
+    (cluster.cp.reconciler as unknown as { nextWebhookSweepAt: number }).nextWebhookSweepAt = 0;
+    await waitFor(() => ids.every((id) => received.some((r) => JSON.parse(r.body).data.id === id)), 15_000, 'both late webhooks');
+    for (const id of ids) {
+      const hooks = received.filter((r) => JSON.parse(r.body).data.id === id);
+      expect(hooks.map((h) => JSON.parse(h.body).type)).toEqual(['prediction.succeeded']);
+    }
+  });
+
   it('deletes delivery attempts after their retention (30 days) and keeps younger ones', async () => {
     const p = (await gql(PREDICT, echo({ message: 'old deliveries' }, { wait: 10 }), a)).data.predict;
     const insert = (age: string) => owner.query(

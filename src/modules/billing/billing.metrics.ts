@@ -30,8 +30,11 @@ export class BillingMetrics {
       name: 'nimbus_billing_spend_cancellations_total', help: 'Running jobs cancelled because their tenant passed its spend limit', registers,
     });
     // One query per scrape fills all three backlog gauges.
+    // A database that cannot be read gives NaN, not a failed scrape: the other metrics matter most then.
     let reading: Promise<Backlog> | null = null;
-    const backlog = () => (reading ??= readBacklog(query).finally(() => setTimeout(() => (reading = null), 0)));
+    const backlog = () => (reading ??= readBacklog(query)
+      .catch((): Backlog => ({ rows: NaN, ms: NaN, lagSeconds: NaN }))
+      .finally(() => setTimeout(() => (reading = null), 0)));
     new Gauge({
       name: 'nimbus_billing_unreported_rows', help: 'Billable ledger rows not yet accepted by Stripe (unclaimed, or in a pending report)', registers,
       async collect() {

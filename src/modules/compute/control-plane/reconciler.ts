@@ -12,6 +12,8 @@ const INPUT_DELETE_RETRY_MS = 30_000;
 const MAX_FAILED_INPUT_DELETES = 100_000;
 /** Jobs whose lost terminal webhook one sweep enqueues, at most (the next sweep goes on from the last). */
 const WEBHOOK_SWEEP_BATCH = 500;
+/** One sweep covers at most this much end time (after a start, the look-back is swept a window per tick). */
+const WEBHOOK_SWEEP_WINDOW_MS = 5 * 60_000;
 
 /**
  * Periodically makes Redis-side state agree with Postgres, the source of truth: queued jobs the
@@ -169,10 +171,13 @@ export class Reconciler {
     if (Date.now() < this.nextWebhookSweepAt) return;
     this.nextWebhookSweepAt = Date.now() + this.cx.settings.webhookSweepIntervalMs;
     const { webhookSweepLagMs: lag, webhookSweepLookbackMs: lookback } = this.cx.settings;
-    const [{ lo, hi }]: Array<{ lo: Date; hi: Date }> = await this.cx.db.query(
-      `SELECT COALESCE($1::timestamptz - make_interval(secs => $2 / 1000.0), now() - make_interval(secs => $3 / 1000.0)) AS lo,
-              now() - make_interval(secs => $2 / 1000.0) AS hi`,
-      [this.webhookSweepFrom, lag, lookback],
+    const [{ lo, hi, behind }]: Array<{ lo: Date; hi: Date; behind: boolean }> = await this.cx.db.query(
+      `WITH w AS (
+         SELECT COALESCE($1::timestamptz - make_interval(secs => $2 / 1000.0), now() - make_interval(secs => $3 / 1000.0)) AS lo,
+                now() - make_interval(secs => $2 / 1000.0) AS upto
+       )
+       SELECT lo, least(upto, lo + make_interval(secs => $4 / 1000.0)) AS hi, upto > lo + make_interval(secs => $4 / 1000.0) AS behind FROM w`,
+      [this.webhookSweepFrom, lag, lookback, WEBHOOK_SWEEP_WINDOW_MS],
     );
     const rows: Array<{ id: string; tenant_id: string; kind: string; status: string; webhook_url: string; completed_at: Date }> = await this.cx.db.query(
       `SELECT j.id, j.tenant_id, j.kind, j.status, j.webhook_url, j.completed_at
@@ -190,7 +195,10 @@ export class Reconciler {
     }
     // The next window starts one lag before this one's end (a commit can land after its end time),
     // or, after a full batch, at the batch's last end.
-    this.webhookSweepFrom = rows.length === WEBHOOK_SWEEP_BATCH ? new Date(rows[rows.length - 1].completed_at.getTime() + lag - 1) : hi;
+    const full = rows.length === WEBHOOK_SWEEP_BATCH;
+    this.webhookSweepFrom = full ? new Date(rows[rows.length - 1].completed_at.getTime() + lag - 1) : new Date(hi.getTime() + (behind ? lag : 0));
+    // Catching up (after a start, or a full batch): the next window on the next tick.
+    if (full || behind) this.nextWebhookSweepAt = 0;
   }
 
   /** A job not started by its deadline ends CANCELED and is never billed. */
