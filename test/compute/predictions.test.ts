@@ -455,6 +455,10 @@ describe('webhooks', () => {
     await waitFor(async () => (await owner.query('SELECT 1 FROM webhook_deliveries WHERE job_id = $1 AND delivered', [p.id])).rowCount === 1, 5000, 'delivery record');
     const { rows } = await owner.query('SELECT attempt, status_code, delivered FROM webhook_deliveries WHERE job_id = $1 ORDER BY attempt', [p.id]);
     expect(rows).toEqual([{ attempt: 1, status_code: 500, delivered: false }, { attempt: 2, status_code: 204, delivered: true }]);
+    // The retry waited the schedule's first step: 5 units of webhookBackoffMs (100 ms here), ±10%.
+    const { rows: [gap] } = await owner.query(
+      `SELECT extract(epoch FROM max(created_at) - min(created_at)) * 1000 AS ms FROM webhook_deliveries WHERE job_id = $1`, [p.id]);
+    expect(Number(gap.ms)).toBeGreaterThanOrEqual(400);
 
     // Listable by the tenant, newest first, per job and across jobs; another tenant sees none of them.
     const DELIVERIES = `query($jobId: ID, $first: Int, $after: String) { webhookDeliveries(jobId: $jobId, first: $first, after: $after) {

@@ -40,9 +40,11 @@ export interface ControlPlaneSettings {
   orphanAfterMs: number;
   /** Webhooks to private/loopback addresses are refused unless this is set (tests, local development). */
   webhookAllowPrivate: boolean;
+  /** Attempts per webhook event, the first included (8: the first and seven retries over ~28 h). */
   webhookMaxAttempts: number;
   /** Inputs and outputs are deleted this long after a job ends (metadata is kept). */
   dataRetentionSeconds: number;
+  /** The unit of the webhook retry schedule (webhooks.ts): 1 s gives waits of 5 s, 5 min, 30 min, … 10 h. */
   webhookBackoffMs: number;
   /** Node events another recorder took and never acknowledged (it crashed) are recorded after this long. */
   abandonedEventsAfterMs: number;

@@ -20,11 +20,23 @@ interface WebhookTask {
 
 const PROGRESS_MIN_INTERVAL_MS = 2000;
 const TIMEOUT_MS = 10_000;
+/**
+ * Waits before each retry, in units of `webhookBackoffMs` (1 s by default): 5 s, 5 min, 30 min,
+ * 2 h, 5 h, 10 h, 10 h (the schedule Svix uses), so a receiver that is down for most of a day
+ * still gets its events; the last wait repeats if `webhookMaxAttempts` asks for more.
+ */
+export const WEBHOOK_RETRY_SCHEDULE = [5, 300, 1800, 7200, 18_000, 36_000, 36_000];
+
+/** The wait before retry `n` (1-based), with ±10% jitter so retries of many events spread out. */
+export function webhookRetryDelayMs(n: number, unitMs: number, random = Math.random): number {
+  const step = WEBHOOK_RETRY_SCHEDULE[Math.min(Math.max(n, 1), WEBHOOK_RETRY_SCHEDULE.length) - 1];
+  return Math.round(step * unitMs * (0.9 + 0.2 * random()));
+}
 
 /**
  * Delivers job events to the tenant's webhook URL: signed (Standard Webhooks), redirects not
- * followed, private addresses refused (SSRF), retried with exponential backoff by BullMQ, and
- * every attempt recorded in webhook_deliveries.
+ * followed, private addresses refused (SSRF), retried by BullMQ on WEBHOOK_RETRY_SCHEDULE (about a
+ * day in all), and every attempt recorded in webhook_deliveries.
  */
 export class WebhookSender {
   private queue: Queue<WebhookTask> | null = null;
@@ -38,6 +50,7 @@ export class WebhookSender {
     this.queue = new Queue<WebhookTask>('webhooks', { connection: this.cx.connect('webhooks-q'), prefix });
     this.worker = new Worker<WebhookTask>('webhooks', (job) => this.deliver(job), {
       connection: this.cx.connect('webhooks-w'), prefix, concurrency: 8,
+      settings: { backoffStrategy: (attemptsMade: number) => webhookRetryDelayMs(attemptsMade, this.cx.settings.webhookBackoffMs) },
     });
     this.worker.on('error', (err) => this.cx.log.warn({ err: err.message }, 'webhook worker error'));
   }
@@ -59,7 +72,7 @@ export class WebhookSender {
     const webhookId = t.throttle ? `msg_${t.jobId}_${t.type}_${randomBytes(4).toString('hex')}` : `msg_${t.jobId}_${t.type}`;
     await this.queue!.add(t.type, { ...t, webhookId }, {
       jobId: webhookId, attempts: this.cx.settings.webhookMaxAttempts,
-      backoff: { type: 'exponential', delay: this.cx.settings.webhookBackoffMs }, removeOnComplete: 1000, removeOnFail: 1000,
+      backoff: { type: 'custom' }, removeOnComplete: 1000, removeOnFail: 1000,
     });
   }
 
