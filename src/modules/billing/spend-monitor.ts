@@ -3,6 +3,7 @@ import { bullPrefix, type AdmissionMessage } from '../../platform/queue/messages
 import type { ControlPlaneContext } from '../compute/control-plane/context';
 import { post } from '../compute/control-plane/webhooks';
 import type { BillingMetrics } from './billing.metrics';
+import { webhookRetryDelayMs } from '../compute/control-plane/webhooks';
 import { SIGNING_SECRET_COLUMNS, signatureHeader, type SigningSecrets } from '../compute/webhook-signing';
 import { MS_PER_MINUTE, PICO, money, roundCents } from './money';
 import type { PriceBook } from './price-book';
@@ -19,7 +20,6 @@ interface NotificationTask {
   webhookId: string;
 }
 
-const WEBHOOK_ATTEMPTS = 8;
 
 /**
  * Spend limits in the control plane, checked on each pass of the meter reporter's loop:
@@ -46,6 +46,7 @@ export class SpendMonitor {
     this.queue = new Queue<NotificationTask>('billing-notifications', { connection: this.cx.connect('billing-q'), prefix });
     this.worker = new Worker<NotificationTask>('billing-notifications', (job) => this.deliver(job), {
       connection: this.cx.connect('billing-w'), prefix, concurrency: 4,
+      settings: { backoffStrategy: (attemptsMade: number) => webhookRetryDelayMs(attemptsMade, this.cx.settings.webhookBackoffMs) },
     });
     this.worker.on('error', (err) => this.cx.log.warn({ err: err.message }, 'billing notification worker error'));
   }
@@ -115,7 +116,7 @@ export class SpendMonitor {
     if (!webhookUrl) return;
     const webhookId = `msg_spend_${tenantId}_${period}_${threshold}`;
     await this.queue!.add('spend_threshold', { tenantId, period, threshold, spendLimitCents, periodCostCents, webhookId }, {
-      jobId: webhookId, attempts: WEBHOOK_ATTEMPTS, backoff: { type: 'exponential', delay: this.cx.settings.webhookBackoffMs },
+      jobId: webhookId, attempts: this.cx.settings.webhookMaxAttempts, backoff: { type: 'custom' },
       removeOnComplete: 1000, removeOnFail: 1000,
     });
   }
