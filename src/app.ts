@@ -72,12 +72,14 @@ export async function createApp(env: Env, opts: { log?: Logger; metrics?: Metric
   });
   jobs.guards.push(billing.guard);
   const training = createTraining(env, db, redis, k, log, jobs, store);
+  const webhookDeliveries = new WebhookDeliveriesService(db, redis, env.REDIS_PREFIX);
   return {
     env, log, db, redis, metrics, bus,
     rateLimiter: new RateLimiter(redis, env.REDIS_PREFIX),
     services: { tenancy, jobs, services, operator: new OperatorService(db, redis, k), billing: billing.service,
-      webhookSettings: new WebhookSettingsService(db, webhookPolicy), webhookDeliveries: new WebhookDeliveriesService(db), ...training },
+      webhookSettings: new WebhookSettingsService(db, webhookPolicy), webhookDeliveries, ...training },
     async close() {
+      await webhookDeliveries.close().catch(() => undefined);
       redis.disconnect();
       subscriber.disconnect();
       await dataSource.destroy();

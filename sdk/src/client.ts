@@ -4,7 +4,7 @@ import {
   CreateDatasetDocument, CreateDatasetUploadDocument, CreateDeploymentDocument, CreateTrainingJobDocument, CurrentBillDocument,
   DatasetDocument, DatasetsDocument, DeploymentDocument, DeploymentsDocument, InvoiceDocument, InvoicesDocument, LogInDocument,
   MeDocument, ModelDocument, ModelVersionDocument, ModelsDocument, NodesDocument, PredictDocument, PredictionDocument,
-  PredictionUpdatedDocument, PredictionsDocument, QuotasDocument, RevokeApiKeyDocument, RotateWebhookSecretDocument, ServicesDocument, SetQuotaDocument,
+  PredictionUpdatedDocument, PredictionsDocument, QuotasDocument, ResendWebhookDocument, RevokeApiKeyDocument, RotateWebhookSecretDocument, ServicesDocument, SetQuotaDocument,
   SetSpendLimitDocument, SignUpDocument, TrainingJobDocument, TrainingJobUpdatedDocument, UpdateDeploymentDocument, UpdateWebhookSettingsDocument,
   UsageDocument, WebhookDeliveriesDocument, WebhookSettingsDocument,
   type ApiKeyScope, type CreateDatasetInput, type CreateDeploymentInput, type CreateTrainingJobInput, type DatasetFormat,
@@ -279,6 +279,9 @@ export class Nimbus {
       (await this.mutate(UpdateWebhookSettingsDocument, { input }, true)).updateWebhookSettings,
     /** A new secret; the old one keeps signing beside it for 24 h (`previousSecretExpiresAt`). Not retried: each call rotates. */
     rotateSecret: async (): Promise<WebhookSettings> => (await this.mutate(RotateWebhookSecretDocument, {}, false)).rotateWebhookSecret,
+    /** Sends a job's terminal webhook again, with its original webhook-id (ADMIN scope). Not retried: each call sends. */
+    resend: async (jobId: string): Promise<{ webhookId: string; eventType: string; url: string }> =>
+      (await this.mutate(ResendWebhookDocument, { jobId }, false)).resendWebhook,
     /** Every delivery attempt, newest first (READ scope); `jobId` for one job's. */
     deliveries: (opts: ListOptions & { jobId?: string } = {}): PageIterator<WebhookDelivery> =>
       new PageIterator(async (first, after, signal) =>

@@ -515,6 +515,31 @@ describe('webhooks', () => {
     expect(types).toEqual(['prediction.started', 'prediction.succeeded']);
   });
 
+  it('resends a job\'s terminal webhook on request, with its original webhook-id; only for the job\'s tenant and admins', async () => {
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+    const RESEND = `mutation($jobId: ID!) { resendWebhook(jobId: $jobId) { webhookId eventType url } }`;
+    const p = (await gql(PREDICT, echo({ message: 'again' }, { wait: 10, webhookUrl: url }), a)).data.predict;
+    const mine = () => received.filter((r) => JSON.parse(r.body).data.id === p.id);
+    await waitFor(() => mine().length === 1, 10_000, 'the first delivery');
+    const res = (await gql(RESEND, { jobId: p.id }, a)).data.resendWebhook;
+    expect(res).toEqual({ webhookId: mine()[0].headers['webhook-id'], eventType: 'prediction.succeeded', url });
+    await waitFor(() => mine().length === 2, 10_000, 'the resend');
+    const [first, again] = mine();
+    expect(again.headers['webhook-id']).toBe(first.headers['webhook-id']);
+    expect(JSON.parse(again.body)).toMatchObject({ type: 'prediction.succeeded', data: { id: p.id, output: { message: 'again' } } });
+    await waitFor(async () => (await owner.query('SELECT 1 FROM webhook_deliveries WHERE job_id = $1 AND delivered', [p.id])).rowCount === 2, 5000, 'both recorded');
+
+    const code = (r: any) => r.errors?.[0]?.extensions?.code;
+    expect(code(await gql(RESEND, { jobId: p.id }, b))).toBe('NOT_FOUND');
+    const predictOnly = await createApiKey(cluster.api, a.token, ['PREDICT', 'READ']);
+    expect(code(await gql(RESEND, { jobId: p.id }, predictOnly.secret))).toBe('FORBIDDEN');
+    const plain = (await gql(PREDICT, echo({ message: 'no hook' }, { wait: 10 }), a)).data.predict;
+    expect(await gql(RESEND, { jobId: plain.id }, a)).toMatchObject({ errors: [{ extensions: { code: 'BAD_USER_INPUT', field: 'jobId' } }] });
+    const running = (await gql(PREDICT, echo({ sleepMs: 3000 }, { wait: 0, webhookUrl: url }), a)).data.predict;
+    expect((await gql(RESEND, { jobId: running.id }, a)).errors?.[0]?.message).toMatch(/has not ended/);
+    await gql(CANCEL, { id: running.id }, a);
+  });
+
   it('after a start, sweeps back an hour for jobs whose terminal webhook was never sent', async () => {
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
     // Ended 20 and 50 minutes ago with a webhook URL, announcements lost (a crash before announcing, say).

@@ -351,6 +351,9 @@ describe('webhooks', () => {
     for (const secret of [rotated.signingSecret, before.signingSecret]) {
       expect(verifyWebhook(delivery.headers, delivery.body, secret).data).toMatchObject({ id: p.id });
     }
+    // Resent on request, as the same event.
+    expect(await nimbus.webhooks.resend(p.id)).toMatchObject({ eventType: 'prediction.succeeded', webhookId: delivery.headers['webhook-id'] });
+    await waitFor(() => received.filter((r) => r.body.includes(p.id)).length === 2, 10_000, 'the resend');
   });
 });
 

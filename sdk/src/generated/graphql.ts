@@ -247,6 +247,13 @@ export type WebhookDeliveriesQueryVariables = Exact<{
 
 export type WebhookDeliveriesQuery = { webhookDeliveries: { edges: Array<{ cursor: string, node: { id: string, jobId: string, webhookId: string, eventType: string, url: string, attempt: number, statusCode: number | null, error: string | null, delivered: boolean, createdAt: string } }>, pageInfo: { hasNextPage: boolean, endCursor: string | null } } };
 
+export type ResendWebhookMutationVariables = Exact<{
+  jobId: string | number;
+}>;
+
+
+export type ResendWebhookMutation = { resendWebhook: { webhookId: string, eventType: string, url: string } };
+
 export type UsageQueryVariables = Exact<{
   from: string;
   to: string;
@@ -897,6 +904,15 @@ export const WebhookDeliveriesDocument = new TypedDocumentString(`
   }
 }
     `) as unknown as TypedDocumentString<WebhookDeliveriesQuery, WebhookDeliveriesQueryVariables>;
+export const ResendWebhookDocument = new TypedDocumentString(`
+    mutation ResendWebhook($jobId: ID!) {
+  resendWebhook(jobId: $jobId) {
+    webhookId
+    eventType
+    url
+  }
+}
+    `) as unknown as TypedDocumentString<ResendWebhookMutation, ResendWebhookMutationVariables>;
 export const UsageDocument = new TypedDocumentString(`
     query Usage($from: DateTime!, $to: DateTime!) {
   usage(from: $from, to: $to) {

@@ -3,7 +3,8 @@ import type { GqlContext } from '../../platform/graphql/context';
 import { PageArgsType, connectionComplexity } from '../../platform/graphql/connection';
 import type { JobView } from './jobs.service';
 import {
-  NodeType, PredictInput, Prediction, PredictionConnection, QuotaType, Service, SetQuotaInput, WebhookDeliveriesArgs, WebhookDeliveryConnection,
+  NodeType, PredictInput, Prediction, PredictionConnection, QuotaType, ResendWebhookPayload, Service, SetQuotaInput, WebhookDeliveriesArgs,
+  WebhookDeliveryConnection,
 } from './compute.types';
 
 const toPrediction = (j: JobView): Prediction => ({ ...j, node: j.nodeId ? { id: j.nodeId } : null });
@@ -52,6 +53,13 @@ export class ComputeResolver {
   })
   webhookDeliveries(@Args(() => WebhookDeliveriesArgs) args: WebhookDeliveriesArgs, @Ctx() ctx: GqlContext) {
     return ctx.services.webhookDeliveries.list(ctx, { ...args });
+  }
+
+  @Mutation(() => ResendWebhookPayload, {
+    description: 'Sends a job\'s terminal webhook again (same webhook-id), e.g. once a receiver that missed it is fixed (ADMIN scope)',
+  })
+  resendWebhook(@Arg('jobId', () => ID) jobId: string, @Ctx() ctx: GqlContext) {
+    return ctx.services.webhookDeliveries.resend(ctx, jobId);
   }
 
   @Query(() => [NodeType], { description: 'Operators only' })

@@ -135,3 +135,10 @@ export const WebhookDeliveryConnection = ConnectionType(WebhookDeliveryType, 'We
 export class WebhookDeliveriesArgs extends PageArgsType {
   @Field(() => ID, { nullable: true, description: 'Only this job\'s deliveries' }) jobId?: string;
 }
+
+@ObjectType()
+export class ResendWebhookPayload {
+  @Field({ description: 'The webhook-id header it is sent with: the same as the event\'s earlier attempts' }) webhookId: string;
+  @Field() eventType: string;
+  @Field() url: string;
+}

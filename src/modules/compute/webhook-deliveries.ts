@@ -1,5 +1,10 @@
+import { randomBytes } from 'node:crypto';
+import { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
 import type { Database } from '../../platform/db/database';
-import { notFound } from '../../platform/errors';
+import { badInput, notFound } from '../../platform/errors';
+import { WEBHOOK_QUEUE, bullPrefix, terminalWebhookId, type WebhookTask } from '../../platform/queue/messages';
+import { webhookType } from './control-plane/announcer';
 import { keysetWhere, paginate, type PageArgs } from '../../platform/pagination';
 import { isUuid } from '../../platform/uuid';
 import { requireScope } from '../tenancy/principal';
@@ -18,9 +23,52 @@ export interface WebhookDeliveryView {
   createdAt: Date;
 }
 
-/** Every attempt to deliver a tenant's webhooks (webhook_deliveries), newest first, for debugging receivers. */
+/** Attempts of a resent event: the first at once, then the retry schedule's first waits (5 s, 5 min). */
+const RESEND_ATTEMPTS = 3;
+
+/**
+ * A tenant's webhook deliveries: every attempt (webhook_deliveries), newest first, for debugging
+ * receivers, and resending a job's terminal event once the receiver is fixed.
+ */
 export class WebhookDeliveriesService {
-  constructor(private readonly db: Database) {}
+  private queue: Queue<WebhookTask> | null = null;
+
+  constructor(private readonly db: Database, private readonly redis?: Redis, private readonly redisPrefix = 'nimbus') {}
+
+  /**
+   * Sends a job's terminal event again (its retries were used up, or the receiver lost it), with
+   * the same `webhook-id` as before, so a receiver that did process it can drop the copy. The body
+   * is built at delivery from the job as it is then (outputs past their retention are null).
+   */
+  async resend(caller: Caller, jobId: string): Promise<{ webhookId: string; eventType: string; url: string }> {
+    const p = requireScope(caller.principal, 'ADMIN');
+    if (!isUuid(jobId)) throw notFound('Job');
+    const [job]: Array<{ kind: string; status: string; webhook_url: string | null }> = await this.db.tenant(p.tenantId, (m) =>
+      m.query('SELECT kind, status, webhook_url FROM jobs WHERE id = $1 AND tenant_id = $2', [jobId, p.tenantId]));
+    if (!job) throw notFound('Job');
+    if (!['SUCCEEDED', 'FAILED', 'CANCELED'].includes(job.status)) throw badInput('jobId', `the job has not ended (it is ${job.status})`);
+    if (!job.webhook_url) throw badInput('jobId', 'the job has no webhookUrl');
+    const eventType = webhookType(job.kind, job.status);
+    const task: WebhookTask = { tenantId: p.tenantId, jobId, type: eventType, url: job.webhook_url, webhookId: terminalWebhookId(jobId, eventType) };
+    // A queue id of its own: the original may still be in BullMQ's kept set, under the webhook-id.
+    await this.webhookQueue().add(eventType, task, {
+      jobId: `${task.webhookId}_resend_${randomBytes(6).toString('hex')}`, attempts: RESEND_ATTEMPTS,
+      backoff: { type: 'custom' }, removeOnComplete: 1000, removeOnFail: 1000,
+    });
+    return { webhookId: task.webhookId, eventType, url: job.webhook_url };
+  }
+
+  private webhookQueue(): Queue<WebhookTask> {
+    if (!this.redis) throw new Error('webhook resends need Redis');
+    this.queue ??= new Queue<WebhookTask>(WEBHOOK_QUEUE, {
+      connection: this.redis.duplicate({ enableAutoPipelining: false, maxRetriesPerRequest: 3 }), prefix: bullPrefix(this.redisPrefix),
+    });
+    return this.queue;
+  }
+
+  async close(): Promise<void> {
+    await this.queue?.close();
+  }
 
   async list(caller: Caller, args: PageArgs & { jobId?: string | null }) {
     const p = requireScope(caller.principal, 'READ');

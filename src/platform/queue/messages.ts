@@ -37,6 +37,22 @@ export const STOPPED_MARKER_SECONDS = 24 * 3600;
 /** BullMQ queues share the deployment prefix so test runs and deployments never mix. */
 export const bullPrefix = (prefix: string) => `${prefix}:bull`;
 
+/** The BullMQ queue of webhook deliveries (the control plane's WebhookSender works it; the API adds resends). */
+export const WEBHOOK_QUEUE = 'webhooks';
+
+/** One webhook event to deliver. */
+export interface WebhookTask {
+  tenantId: string;
+  jobId: string;
+  type: string;
+  url: string;
+  /** Standard Webhooks `webhook-id`: the same for every attempt (and resend) of this event. */
+  webhookId: string;
+}
+
+/** A terminal event's `webhook-id`: one per job and event, so a replayed end or a resend is recognisably the same event. */
+export const terminalWebhookId = (jobId: string, type: string) => `msg_${jobId}_${type}`;
+
 /** What the API writes to the admission stream (Postgres already holds the change; this is latency). */
 export type AdmissionMessage =
   | { op: 'enqueue'; id: string; tenantId: string; hardware: Hardware; devices: number; enqueuedAt: number }

@@ -5,18 +5,9 @@ import https from 'node:https';
 import type { LookupAddress } from 'node:dns';
 import { Queue, Worker, type Job as BullJob } from 'bullmq';
 import { isPublicAddress } from '../../services/ip-policy';
-import { bullPrefix } from '../../../platform/queue/messages';
+import { WEBHOOK_QUEUE, bullPrefix, terminalWebhookId, type WebhookTask } from '../../../platform/queue/messages';
 import { SIGNING_SECRET_COLUMNS, signatureHeader, type SigningSecrets } from '../webhook-signing';
 import type { ControlPlaneContext } from './context';
-
-interface WebhookTask {
-  tenantId: string;
-  jobId: string;
-  type: string;
-  url: string;
-  /** Standard Webhooks `webhook-id`: the same for every retry of this event. */
-  webhookId: string;
-}
 
 const PROGRESS_MIN_INTERVAL_MS = 2000;
 const TIMEOUT_MS = 10_000;
@@ -47,8 +38,8 @@ export class WebhookSender {
 
   start(): void {
     const prefix = bullPrefix(this.cx.prefix);
-    this.queue = new Queue<WebhookTask>('webhooks', { connection: this.cx.connect('webhooks-q'), prefix });
-    this.worker = new Worker<WebhookTask>('webhooks', (job) => this.deliver(job), {
+    this.queue = new Queue<WebhookTask>(WEBHOOK_QUEUE, { connection: this.cx.connect('webhooks-q'), prefix });
+    this.worker = new Worker<WebhookTask>(WEBHOOK_QUEUE, (job) => this.deliver(job), {
       connection: this.cx.connect('webhooks-w'), prefix, concurrency: 8,
       settings: { backoffStrategy: (attemptsMade: number) => webhookRetryDelayMs(attemptsMade, this.cx.settings.webhookBackoffMs) },
     });
@@ -69,7 +60,7 @@ export class WebhookSender {
       this.lastProgress.delete(t.jobId);
     }
     // Terminal events have a deterministic id, so a replayed completion never sends a second event.
-    const webhookId = t.throttle ? `msg_${t.jobId}_${t.type}_${randomBytes(4).toString('hex')}` : `msg_${t.jobId}_${t.type}`;
+    const webhookId = t.throttle ? `msg_${t.jobId}_${t.type}_${randomBytes(4).toString('hex')}` : terminalWebhookId(t.jobId, t.type);
     await this.queue!.add(t.type, { ...t, webhookId }, {
       jobId: webhookId, attempts: this.cx.settings.webhookMaxAttempts,
       backoff: { type: 'custom' }, removeOnComplete: 1000, removeOnFail: 1000,
