@@ -80,7 +80,8 @@ export class Reconciler {
 
   /**
    * Retention: inputs and outputs of jobs whose data has expired are deleted, and so are the input
-   * images they stored in the artifact store (and webhook delivery attempts past theirs). The statement returns the references the inputs held
+   * images they stored in the artifact store (and webhook delivery attempts past their own
+   * retention). The statement returns the references the inputs held
    * (`o` is the row before the update); the objects are deleted off the tick, a few at a time, so a
    * slow or failing store never holds up reconciliation. A failed deletion is logged and retried on
    * later ticks, every 30 s (in memory: a control plane restart forgets it, and the object stays
@@ -191,7 +192,7 @@ export class Reconciler {
     );
     if (rows.length) {
       await this.announcer.resendTerminalWebhooks(rows);
-      this.cx.log.warn({ jobs: rows.map((r) => r.id) }, 'enqueued terminal webhooks whose announcement was lost');
+      this.cx.log.warn({ jobs: rows.map((r) => r.id) }, 'enqueued terminal webhooks with no delivery attempt yet (announcement lost, or queue behind)');
     }
     // The next window starts one lag before this one's end (a commit can land after its end time),
     // or, after a full batch, at the batch's last end.
