@@ -7,7 +7,8 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createApiKey, signUpTenant, type TestTenant } from '../support/api';
-import { startCluster, type TestCluster } from '../support/cluster';
+import { startCluster, waitFor, type TestCluster } from '../support/cluster';
+import { startWebhookReceiver } from '../support/receiver';
 import { ownerClient } from '../support/db';
 import { startFakeStripe, type FakeStripe } from '../../src/modules/billing/fake-stripe';
 import { run as runCli } from '../../sdk/src/cli/main';
@@ -196,6 +197,32 @@ describe('nimbus CLI', () => {
     const down = await nimbus(['whoami', '--json'], { NIMBUS_BASE_URL: 'http://127.0.0.1:9' });
     expect(down.code).toBe(7);
     expect(json(down).error.code).toBe('NETWORK_ERROR');
+  });
+
+  it('webhooks: settings, set-url, rotate-secret, deliveries and resend; a key without ADMIN exits 3', async () => {
+    const admin = { NIMBUS_API_KEY: a.token };
+    const shown = await nimbus(['webhooks'], admin);
+    expect(shown).toMatchObject({ code: 0, stdout: expect.stringMatching(/^URL +—\nSigning secret +whsec_\S+\n$/) });
+    const set = json(await nimbus(['webhooks', 'set-url', 'https://hooks.example.test/nimbus', '--json'], admin));
+    expect(set.url).toBe('https://hooks.example.test/nimbus');
+    expect((await nimbus(['webhooks', 'set-url', 'ftp://nope'], admin)).code).toBe(2);
+    const rotated = await nimbus(['webhooks', 'rotate-secret'], admin);
+    expect(rotated.stdout).toMatch(/Old secret +still signs until \d{4}-/);
+    expect(json(await nimbus(['webhooks', 'clear-url', '--json'], admin)).url).toBeNull();
+
+    const receiver = await startWebhookReceiver();
+    try {
+      const p = json(await nimbus(['predict', 'system.echo', '--input', '{"message":"hooked"}', '--webhook-url', receiver.url(), '--json']));
+      await waitFor(async () => json(await nimbus(['webhooks', 'deliveries', '--job', p.id, '--json'])).length === 1, 10_000, 'the delivery');
+      const table = await nimbus(['webhooks', 'deliveries', '--job', p.id], admin);
+      expect(table.stdout).toMatch(/^WHEN\s+JOB\s+EVENT\s+ATTEMPT\s+RESULT\s+URL\n.*prediction\.succeeded\s+1\s+204\s/s);
+      const resent = await nimbus(['webhooks', 'resend', p.id], admin);
+      expect(resent).toMatchObject({ code: 0, stdout: expect.stringMatching(/^Resending prediction\.succeeded to http/) });
+      await waitFor(() => receiver.received.length === 2, 10_000, 'the resend');
+    } finally {
+      await receiver.close();
+    }
+    expect((await nimbus(['webhooks'])).code).toBe(3); // the test key has no ADMIN scope
   });
 });
 

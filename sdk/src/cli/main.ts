@@ -7,7 +7,7 @@ import {
 } from '../errors';
 import { imageToInput } from '../images';
 import type { TrainingTask } from '../generated/graphql';
-import type { Metrics, Prediction, TrainingJob, Trial } from '../types';
+import type { Metrics, Prediction, TrainingJob, Trial, WebhookSettings } from '../types';
 import { isTerminal } from '../wait';
 import { SDK_VERSION } from '../version';
 import { int, parse, str, UsageError, type FlagSpec, type Parsed } from './args';
@@ -71,6 +71,8 @@ Commands
   usage [--month [YYYY-MM] | --from ISO --to ISO]  usage table and bar chart
   bill                                             the open billing period
   invoices                                         past invoices
+  webhooks [settings] | set-url <url> | clear-url | rotate-secret
+           | deliveries [--job ID] [--limit N] | resend <job-id>   webhook secret, URL, attempts
 
 Options
   --json             machine-readable output on stdout
@@ -514,6 +516,44 @@ const COMMANDS: Record<string, Command> = {
         { header: 'TOTAL', value: (i) => money(i.total), align: 'right' },
         { header: 'URL', value: (i) => i.hostedInvoiceUrl ?? '' },
       ], cx.out) : 'No invoices yet.\n', invoices);
+    },
+  },
+
+  webhooks: {
+    flags: { job: { type: 'string' }, limit: { type: 'string' } },
+    async run(cx) {
+      const [sub = 'settings', arg] = cx.positionals;
+      const nimbus = cx.client();
+      const settings = (w: WebhookSettings) => print(cx, [
+        `URL             ${w.url ?? '—'}`,
+        `Signing secret  ${w.signingSecret}`,
+        ...(w.previousSecretExpiresAt ? [`Old secret      still signs until ${w.previousSecretExpiresAt}`] : []),
+      ].join('\n') + '\n', w);
+      if (sub === 'settings') return settings(await nimbus.webhooks.settings());
+      if (sub === 'set-url') {
+        if (!arg) throw new UsageError('Usage: nimbus webhooks set-url <url>');
+        return settings(await nimbus.webhooks.update({ url: arg }));
+      }
+      if (sub === 'clear-url') return settings(await nimbus.webhooks.update({ url: null }));
+      if (sub === 'rotate-secret') return settings(await nimbus.webhooks.rotateSecret());
+      if (sub === 'deliveries') {
+        const limit = int(cx.flags.limit, 'limit', 1) ?? 20;
+        const items = await nimbus.webhooks.deliveries({ jobId: str(cx.flags.job), limit, pageSize: Math.min(limit, 100) }).toArray();
+        return print(cx, items.length ? table(items, [
+          { header: 'WHEN', value: (d) => d.createdAt },
+          { header: 'JOB', value: (d) => d.jobId },
+          { header: 'EVENT', value: (d) => d.eventType },
+          { header: 'ATTEMPT', value: (d) => String(d.attempt), align: 'right' },
+          { header: 'RESULT', value: (d) => (d.delivered ? `${d.statusCode}` : `failed: ${d.error ?? d.statusCode ?? '?'}`) },
+          { header: 'URL', value: (d) => d.url },
+        ], cx.out) : 'No deliveries.\n', items);
+      }
+      if (sub === 'resend') {
+        if (!arg) throw new UsageError('Usage: nimbus webhooks resend <job-id>');
+        const r = await nimbus.webhooks.resend(arg);
+        return print(cx, `Resending ${r.eventType} to ${r.url} (webhook-id ${r.webhookId})\n`, r);
+      }
+      throw new UsageError('Usage: nimbus webhooks [settings] | set-url <url> | clear-url | rotate-secret | deliveries [--job ID] [--limit N] | resend <job-id>');
     },
   },
 };
