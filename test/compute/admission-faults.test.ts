@@ -1,5 +1,6 @@
 import type { Client } from 'pg';
 import { Redis } from 'ioredis';
+import { Scheduler } from '../../src/modules/compute/control-plane/scheduler';
 import { keys } from '../../src/platform/queue/messages';
 import type { Statement } from '../../src/platform/db/sql';
 import { signUpTenant, type TestTenant } from '../support/api';
@@ -198,4 +199,34 @@ it('a lost node whose jobs cannot be requeued at first is tried again: its job r
   expect(done.node.id).not.toBe(victim);
   const ledger = await owner.query('SELECT attempt, billable, reason FROM usage_ledger WHERE job_id = $1 ORDER BY attempt', [id]);
   expect(ledger.rows).toEqual([{ attempt: 1, billable: false, reason: 'NODE_LOST' }, { attempt: 2, billable: true, reason: null }]);
+});
+
+it('a control plane starting up reads the admission messages sent while it loaded Postgres (none falls between)', async () => {
+  const t = await signUpTenant(cluster.api, 'StartRace');
+  const s = new Scheduler(cluster.cp.cx);
+  const seen: string[] = [];
+  jest.spyOn(s, 'setQuota').mockImplementation((q) => {
+    seen.push(q.tenantId);
+  });
+  // While it reads the queued jobs, an operator's quota change is committed and announced.
+  const db = cluster.cp.cx.db;
+  const query = db.query.bind(db);
+  const load = jest.spyOn(db, 'query').mockImplementation((async (sql: string, params?: unknown[]) => {
+    const rows = await query(sql, params);
+    if (sql.includes(`status = 'QUEUED' ORDER BY created_at`)) {
+      await redis.xadd(keys(cluster.api.env.REDIS_PREFIX).admission, '*', 'm',
+        JSON.stringify({ op: 'quota', tenantId: t.tenantId, hardware: 'CPU', guaranteed: 1, limit: 1 }));
+    }
+    return rows;
+  }) as typeof db.query);
+  try {
+    await s.start([]); // no nodes: it decides nothing, it only reads
+  } finally {
+    load.mockRestore();
+  }
+  try {
+    await waitFor(() => seen.includes(t.tenantId), 5000, 'the quota message sent during the load');
+  } finally {
+    await s.stop();
+  }
 });

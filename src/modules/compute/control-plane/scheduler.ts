@@ -55,9 +55,15 @@ export class Scheduler {
     this.admitter = new Admitter({ nodes: [], quotas: [], defaultQuota: cx.settings.defaultQuota, active: [], pending: [] });
   }
 
-  /** Rebuilds the admitter from Postgres (the truth), then starts deciding. */
+  /**
+   * Rebuilds the admitter from Postgres (the truth), then starts deciding. The admission stream is
+   * read from where it ended before the load, not from its end after it: a message sent while
+   * Postgres was read (a quota set, a job cancelled) is read too, rather than fall between the two
+   * (reading one the load already saw again changes nothing).
+   */
   async start(nodes: NodeSpec[]): Promise<void> {
     const { db, settings } = this.cx;
+    const since = await this.streamEnd();
     const quotas: Array<{ tenant_id: string; hardware: Hardware; guaranteed: number; limit: number }> = await db.query('SELECT * FROM quotas');
     const active: any[] = await db.query(
       `SELECT id, tenant_id, hardware, devices, node_id, borrowed, attempt, created_at, admitted_at FROM jobs WHERE status IN ('ADMITTED','RUNNING') AND node_id IS NOT NULL`,
@@ -72,7 +78,7 @@ export class Scheduler {
     for (const j of active) this.activeAttempt.set(j.id, j.attempt);
     this.running = true;
     this.reader = this.cx.connect('admission-reader');
-    this.readerLoop = this.readWakeups();
+    this.readerLoop = this.readWakeups(since);
     this.loop = this.run();
   }
 
@@ -312,9 +318,19 @@ export class Scheduler {
     return q;
   }
 
-  /** Wake-ups from the API (new jobs, cancellations) through a Redis stream. */
-  private async readWakeups(): Promise<void> {
-    let lastId = '$';
+  /** The admission stream's last entry id now ('0-0' when it is empty; '$', its end when read, if Redis cannot say). */
+  private async streamEnd(): Promise<string> {
+    try {
+      const [last] = (await this.cx.redis.xrevrange(this.cx.keys.admission, '+', '-', 'COUNT', 1)) as Array<[string, string[]]>;
+      return last?.[0] ?? '0-0';
+    } catch {
+      return '$';
+    }
+  }
+
+  /** Wake-ups from the API (new jobs, cancellations, quotas) through a Redis stream, from `since` on. */
+  private async readWakeups(since: string): Promise<void> {
+    let lastId = since;
     while (this.running && this.reader) {
       try {
         const res = (await this.reader.xread('COUNT', 500, 'BLOCK', 1000, 'STREAMS', this.cx.keys.admission, lastId)) as
