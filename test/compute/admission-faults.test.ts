@@ -230,3 +230,22 @@ it('a control plane starting up reads the admission messages sent while it loade
     await s.stop();
   }
 });
+
+it('a quota whose message to the admitter is lost is applied from Postgres by the reconciler', async () => {
+  const t = await signUpTenant(cluster.api, 'QuotaLost');
+  const redisOfApi = cluster.api.app.redis;
+  const xadd = jest.spyOn(redisOfApi, 'xadd').mockImplementationOnce((() => Promise.reject(new Error('injected: Redis unreachable'))) as never);
+  try {
+    const res = await setQuota(t.tenantId, 0, 1);
+    expect(xadd).toHaveBeenCalled();
+    // Answered with the quota set (it is committed), not an error.
+    expect(res.errors).toBeUndefined();
+    expect(res.data.setQuota).toMatchObject({ guaranteed: 0, limit: 1 });
+  } finally {
+    xadd.mockRestore();
+  }
+  // Committed in Postgres, never told to the admitter: the reconciler's quota check applies it.
+  expect((await owner.query('SELECT guaranteed, "limit" FROM quotas WHERE tenant_id = $1', [t.tenantId])).rows).toEqual([{ guaranteed: 0, limit: 1 }]);
+  const admitter = (cluster.cp.scheduler as unknown as { admitter: { explicitQuota(t: string, h: string): unknown } }).admitter;
+  await waitFor(() => JSON.stringify(admitter.explicitQuota(t.tenantId, 'CPU')) === JSON.stringify({ guaranteed: 0, limit: 1 }), 5000, 'the quota applied');
+});

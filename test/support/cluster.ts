@@ -22,7 +22,7 @@ export interface TestCluster {
 
 export const FAST_SETTINGS: Partial<ControlPlaneSettings> = {
   reconcileIntervalMs: 300, redispatchAfterMs: 2000, orphanAfterMs: 3000, webhookBackoffMs: 100, webhookMaxAttempts: 4, abandonedEventsAfterMs: 500,
-  webhookSweepIntervalMs: 300, webhookSweepLagMs: 1000,
+  webhookSweepIntervalMs: 300, webhookSweepLagMs: 1000, quotaCheckIntervalMs: 500,
 };
 
 /** A whole system for integration tests: API and control plane in-process, node agents as real processes. */

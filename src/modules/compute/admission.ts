@@ -158,6 +158,11 @@ export class Admitter {
     this.tenant(quota.tenantId, quota.hardware).quota = { guaranteed: quota.guaranteed, limit: quota.limit };
   }
 
+  /** The tenant's own quota for the hardware, if it has one (else the default applies). */
+  explicitQuota(tenantId: string, hardware: Hardware): QuotaLimits | undefined {
+    return this.tenants.get(`${tenantId}\u0000${hardware}`)?.quota ?? undefined;
+  }
+
   addNode(node: NodeSpec): void {
     if (this.nodes.has(node.id)) throw new Error(`node ${node.id} already added`);
     checkCount('totalDevices', node.totalDevices, 0);

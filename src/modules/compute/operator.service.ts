@@ -61,8 +61,10 @@ export class OperatorService {
     await this.db.tenant(input.tenantId, (m) =>
       audit(m, input.tenantId, { actorType: 'USER', actorId: p.kind === 'user' ? p.userId : null }, 'quota.set', 'Quota', `${input.tenantId}:${input.hardware}`, input),
     );
+    // Committed: if telling the admitter fails, the reconciler's quota check applies it within
+    // seconds, so the operator is answered with the quota set either way.
     const msg: AdmissionMessage = { op: 'quota', ...input };
-    await this.redis.xadd(this.k.admission, '*', 'm', JSON.stringify(msg));
+    await this.redis.xadd(this.k.admission, '*', 'm', JSON.stringify(msg)).catch(() => undefined);
     return { tenant, hardware: input.hardware, guaranteed: input.guaranteed, limit: input.limit, used: 0 };
   }
 }

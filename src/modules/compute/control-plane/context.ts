@@ -58,6 +58,8 @@ export interface ControlPlaneSettings {
   webhookSweepLookbackMs: number;
   /** Webhook delivery attempts (`webhookDeliveries`) are deleted this long after they were made. */
   webhookDeliveryRetentionSeconds: number;
+  /** How often the admitter's quotas are compared with Postgres (a lost quota message is applied then). */
+  quotaCheckIntervalMs: number;
 }
 
 export const DEFAULT_SETTINGS: ControlPlaneSettings = {
@@ -74,6 +76,7 @@ export const DEFAULT_SETTINGS: ControlPlaneSettings = {
   webhookSweepLagMs: 30_000,
   webhookSweepLookbackMs: 3600_000,
   webhookDeliveryRetentionSeconds: 30 * 24 * 3600,
+  quotaCheckIntervalMs: 10_000,
 };
 
 /**

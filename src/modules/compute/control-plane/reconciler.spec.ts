@@ -44,7 +44,7 @@ function setup(expired: Array<Array<string | null>>) {
       deleted.push(key);
     },
   } as unknown as ArtifactStore;
-  const r = new Reconciler(cx, {} as Scheduler, monitor, {} as Announcer, store);
+  const r = new Reconciler(cx, { refreshQuotas: () => 0 } as unknown as Scheduler, monitor, {} as Announcer, store);
   return { r, deleted, failing, hanging, warnings };
 }
 

@@ -15,6 +15,7 @@ const WEBHOOK_SWEEP_BATCH = 500;
 /** One sweep covers at most this much end time (after a start, the look-back is swept a window per tick). */
 const WEBHOOK_SWEEP_WINDOW_MS = 5 * 60_000;
 
+
 /**
  * Periodically makes Redis-side state agree with Postgres, the source of truth: queued jobs the
  * admitter never heard of (a lost wake-up, Redis restarted empty), dispatches that never started,
@@ -45,6 +46,7 @@ export class Reconciler {
   /** The webhook sweep's next window starts here (Postgres time; null: look back from now). */
   private webhookSweepFrom: Date | null = null;
   private nextWebhookSweepAt = 0;
+  private nextQuotaCheckAt = 0;
 
   start(): void {
     this.timer = setInterval(() => void this.tick(), this.cx.settings.reconcileIntervalMs);
@@ -71,6 +73,7 @@ export class Reconciler {
       await this.nodeMetrics();
       await this.stopSuperseded();
       await this.sweepWebhooks();
+      await this.checkQuotas();
     } catch (err) {
       this.cx.log.warn({ err: (err as Error).message }, 'reconcile tick failed');
     } finally {
@@ -200,6 +203,16 @@ export class Reconciler {
     this.webhookSweepFrom = full ? new Date(rows[rows.length - 1].completed_at.getTime() + lag - 1) : new Date(hi.getTime() + (behind ? lag : 0));
     // Catching up (after a start, or a full batch): the next window on the next tick.
     if (full || behind) this.nextWebhookSweepAt = 0;
+  }
+
+  /** Quotas as Postgres has them, every `quotaCheckIntervalMs`: `setQuota`'s message to the admitter can be lost. */
+  private async checkQuotas(): Promise<void> {
+    if (Date.now() < this.nextQuotaCheckAt) return;
+    this.nextQuotaCheckAt = Date.now() + this.cx.settings.quotaCheckIntervalMs;
+    const rows: Array<{ tenant_id: string; hardware: 'CPU' | 'GPU'; guaranteed: number; limit: number }> =
+      await this.cx.db.query('SELECT tenant_id, hardware, guaranteed, "limit" FROM quotas');
+    const changed = this.scheduler.refreshQuotas(rows.map((r) => ({ tenantId: r.tenant_id, hardware: r.hardware, guaranteed: r.guaranteed, limit: r.limit })));
+    if (changed) this.cx.log.warn({ changed }, 'quotas the admitter had missed were applied from Postgres');
   }
 
   /** A job not started by its deadline ends CANCELED and is never billed. */

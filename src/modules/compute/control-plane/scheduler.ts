@@ -115,6 +115,22 @@ export class Scheduler {
     this.wake();
   }
 
+  /**
+   * Applies the quotas as Postgres has them where the admitter's differ (the reconciler's check:
+   * a quota message lost with Redis would otherwise hold until the next start). Returns how many changed.
+   */
+  refreshQuotas(rows: Array<{ tenantId: string; hardware: Hardware; guaranteed: number; limit: number }>): number {
+    let changed = 0;
+    for (const q of rows) {
+      const have = this.admitter.explicitQuota(q.tenantId, q.hardware);
+      if (have && have.guaranteed === q.guaranteed && have.limit === q.limit) continue;
+      this.admitter.setQuota(q);
+      changed++;
+    }
+    if (changed) this.wake();
+    return changed;
+  }
+
   enqueue(job: { id: string; tenantId: string; hardware: Hardware; devices: number; enqueuedAt: number }): void {
     if (this.admitter.isPending(job.id) || this.admitter.activeJob(job.id)) return;
     this.admitter.enqueue(job);
