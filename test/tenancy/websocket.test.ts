@@ -157,3 +157,22 @@ describe('GraphQL over WebSocket', () => {
     expect((await once(connect(key.secret), '{ me { tenant { id } } }')).errors?.[0]?.extensions?.closeCode).toBe(4403);
   });
 });
+
+describe('GraphQL over WebSocket in production', () => {
+  let prod: TestApi;
+  beforeAll(async () => {
+    prod = await startTestApi({ NODE_ENV: 'production', JWT_SECRET: 'a-production-secret-that-is-long-enough-0123456789' });
+  });
+  afterAll(() => prod.close());
+
+  it('refuses introspection, as over HTTP', async () => {
+    const t = await signUpTenant(prod, 'Ws Prod');
+    const c = createClient({ url: prod.server.url.replace(/^http/, 'ws'), webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${t.token}` }, retryAttempts: 0 });
+    clients.push(c);
+    const schema = await once(c, '{ __schema { types { name } } }');
+    expect(code(schema)).toBe('BAD_USER_INPUT');
+    expect(schema.errors![0].message).toMatch(/introspection/i);
+    expect(code(await prod.gql('{ __schema { types { name } } }', {}, t.token))).toBe('BAD_USER_INPUT');
+    expect((await once(c, '{ me { tenant { id } } }')).data.me.tenant.id).toBe(t.tenantId);
+  });
+});

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import depthLimit from 'graphql-depth-limit';
 import {
-  GraphQLError, getOperationAST, parse, specifiedRules, validate, type DocumentNode, type ExecutionResult, type GraphQLFormattedError, type GraphQLSchema,
+  GraphQLError, NoSchemaIntrospectionCustomRule, getOperationAST, parse, specifiedRules, validate, type DocumentNode, type ExecutionResult, type GraphQLFormattedError, type GraphQLSchema,
 } from 'graphql';
 import type { ServerOptions } from 'graphql-ws';
 import type { App } from '../../app';
@@ -71,7 +71,8 @@ export function websocketOptions(
     if (n > 0) open.set(tenantId, n);
     else open.delete(tenantId);
   };
-  const rules = [...specifiedRules, depthLimit(env.QUERY_DEPTH_LIMIT)];
+  // As over HTTP: no introspection in production.
+  const rules = [...specifiedRules, depthLimit(env.QUERY_DEPTH_LIMIT), ...(env.NODE_ENV === 'production' ? [NoSchemaIntrospectionCustomRule] : [])];
   const options: ServerOptions<{ authorization?: string }, Extra> = {
     schema,
     onConnect: async (ctx) => {
