@@ -419,6 +419,12 @@ describe('subscriptions', () => {
   });
 });
 
+/** nimbus_webhook_attempts_total for one outcome, from the control plane's registry. */
+async function attempts(outcome: string): Promise<number> {
+  const { values } = await cluster.api.app.metrics.registry.getSingleMetric('nimbus_webhook_attempts_total')!.get();
+  return values.find((v) => v.labels.outcome === outcome)?.value ?? 0;
+}
+
 describe('webhooks', () => {
   let server: Server;
   const received: Array<{ headers: IncomingMessage['headers']; body: string }> = [];
@@ -440,6 +446,7 @@ describe('webhooks', () => {
   afterAll(() => new Promise((r) => server.close(r)));
 
   it('POSTs the terminal job signed per Standard Webhooks, retries with the same webhook-id, and records every attempt', async () => {
+    const before = { delivered: await attempts('delivered'), failed: await attempts('failed') };
     failFirst = 1;
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
     const p = (await gql(PREDICT, echo({ message: 'hooked' }, { wait: 10, webhookUrl: url }), a)).data.predict;
@@ -459,6 +466,10 @@ describe('webhooks', () => {
     const { rows: [gap] } = await owner.query(
       `SELECT extract(epoch FROM max(created_at) - min(created_at)) * 1000 AS ms FROM webhook_deliveries WHERE job_id = $1`, [p.id]);
     expect(Number(gap.ms)).toBeGreaterThanOrEqual(400);
+    // Counted in the metrics: one failed attempt, one delivered; nothing left pending.
+    expect({ delivered: await attempts('delivered') - before.delivered, failed: await attempts('failed') - before.failed }).toEqual({ delivered: 1, failed: 1 });
+    const metricsText = await cluster.api.app.metrics.registry.metrics();
+    expect(metricsText).toMatch(/^nimbus_webhooks_pending\{state="delayed"\} 0$/m);
 
     // Listable by the tenant, newest first, per job and across jobs; another tenant sees none of them.
     const DELIVERIES = `query($jobId: ID, $first: Int, $after: String) { webhookDeliveries(jobId: $jobId, first: $first, after: $after) {

@@ -44,9 +44,15 @@ export class WebhookSender {
       settings: { backoffStrategy: (attemptsMade: number) => webhookRetryDelayMs(attemptsMade, this.cx.settings.webhookBackoffMs) },
     });
     this.worker.on('error', (err) => this.cx.log.warn({ err: err.message }, 'webhook worker error'));
+    const queue = this.queue;
+    this.cx.metrics.webhookBacklog = async () => {
+      const c = await queue.getJobCounts('waiting', 'delayed', 'prioritized');
+      return { waiting: (c.waiting ?? 0) + (c.prioritized ?? 0), delayed: c.delayed ?? 0 };
+    };
   }
 
   async stop(): Promise<void> {
+    this.cx.metrics.webhookBacklog = null;
     await this.worker?.close();
     await this.queue?.close();
   }
@@ -100,6 +106,7 @@ export class WebhookSender {
     } catch (err) {
       error = (err as Error).message;
     }
+    this.cx.metrics.webhookAttempts.inc({ outcome: error === null ? 'delivered' : 'failed' });
     await this.cx.db.query(
       `INSERT INTO webhook_deliveries (tenant_id, job_id, webhook_id, event_type, url, attempt, status_code, error, delivered)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
