@@ -539,6 +539,8 @@ describe('webhooks', () => {
     expect(again.headers['webhook-id']).toBe(first.headers['webhook-id']);
     expect(JSON.parse(again.body)).toMatchObject({ type: 'prediction.succeeded', data: { id: p.id, output: { message: 'again' } } });
     await waitFor(async () => (await owner.query('SELECT 1 FROM webhook_deliveries WHERE job_id = $1 AND delivered', [p.id])).rowCount === 2, 5000, 'both recorded');
+    expect((await owner.query(`SELECT data FROM audit_events WHERE action = 'webhooks.resent' AND object_id = $1`, [p.id])).rows)
+      .toEqual([{ data: { eventType: 'prediction.succeeded' } }]);
 
     const code = (r: any) => r.errors?.[0]?.extensions?.code;
     expect(code(await gql(RESEND, { jobId: p.id }, b))).toBe('NOT_FOUND');

@@ -7,8 +7,8 @@ import { WEBHOOK_QUEUE, bullPrefix, terminalWebhookId, type WebhookTask } from '
 import { webhookType } from './control-plane/announcer';
 import { keysetWhere, paginate, type PageArgs } from '../../platform/pagination';
 import { isUuid } from '../../platform/uuid';
-import { requireScope } from '../tenancy/principal';
-import type { Caller } from '../tenancy/tenancy.service';
+import { actorOf, requireScope } from '../tenancy/principal';
+import { audit, type Caller } from '../tenancy/tenancy.service';
 
 export interface WebhookDeliveryView {
   id: string;
@@ -43,11 +43,15 @@ export class WebhookDeliveriesService {
   async resend(caller: Caller, jobId: string): Promise<{ webhookId: string; eventType: string; url: string }> {
     const p = requireScope(caller.principal, 'ADMIN');
     if (!isUuid(jobId)) throw notFound('Job');
-    const [job]: Array<{ kind: string; status: string; webhook_url: string | null }> = await this.db.tenant(p.tenantId, (m) =>
-      m.query('SELECT kind, status, webhook_url FROM jobs WHERE id = $1 AND tenant_id = $2', [jobId, p.tenantId]));
-    if (!job) throw notFound('Job');
-    if (!['SUCCEEDED', 'FAILED', 'CANCELED'].includes(job.status)) throw badInput('jobId', `the job has not ended (it is ${job.status})`);
-    if (!job.webhook_url) throw badInput('jobId', 'the job has no webhookUrl');
+    const job = await this.db.tenant(p.tenantId, async (m) => {
+      const [row]: Array<{ kind: string; status: string; webhook_url: string | null }> =
+        await m.query('SELECT kind, status, webhook_url FROM jobs WHERE id = $1 AND tenant_id = $2', [jobId, p.tenantId]);
+      if (!row) throw notFound('Job');
+      if (!['SUCCEEDED', 'FAILED', 'CANCELED'].includes(row.status)) throw badInput('jobId', `the job has not ended (it is ${row.status})`);
+      if (!row.webhook_url) throw badInput('jobId', 'the job has no webhookUrl');
+      await audit(m, p.tenantId, actorOf(p), 'webhooks.resent', 'Job', jobId, { eventType: webhookType(row.kind, row.status) }, caller.requestId);
+      return row as typeof row & { webhook_url: string };
+    });
     const eventType = webhookType(job.kind, job.status);
     const task: WebhookTask = { tenantId: p.tenantId, jobId, type: eventType, url: job.webhook_url, webhookId: terminalWebhookId(jobId, eventType) };
     // A queue id of its own: the original may still be in BullMQ's kept set, under the webhook-id.
