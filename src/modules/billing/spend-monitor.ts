@@ -139,7 +139,7 @@ export class SpendMonitor {
       'webhook-id': t.webhookId,
       'webhook-timestamp': String(timestamp),
       'webhook-signature': signatureHeader(tenant, t.webhookId, timestamp, body),
-    }, body, this.cx.settings.webhookAllowPrivate);
+    }, body, this.cx.settings.webhookAllowPrivate, this.cx.settings.webhookTimeoutMs);
     if (status < 200 || status >= 300) throw new Error(`HTTP ${status}`);
   }
 

@@ -46,6 +46,8 @@ export interface ControlPlaneSettings {
   dataRetentionSeconds: number;
   /** The unit of the webhook retry schedule (webhooks.ts): 1 s gives waits of 5 s, 5 min, 30 min, … 10 h. */
   webhookBackoffMs: number;
+  /** One webhook attempt, from connecting to the response's status, at most (then it counts as failed). */
+  webhookTimeoutMs: number;
   /** Node events another recorder took and never acknowledged (it crashed) are recorded after this long. */
   abandonedEventsAfterMs: number;
   /**
@@ -71,6 +73,7 @@ export const DEFAULT_SETTINGS: ControlPlaneSettings = {
   webhookMaxAttempts: 8,
   dataRetentionSeconds: 3600,
   webhookBackoffMs: 1000,
+  webhookTimeoutMs: 10_000,
   abandonedEventsAfterMs: 10_000,
   webhookSweepIntervalMs: 30_000,
   webhookSweepLagMs: 30_000,

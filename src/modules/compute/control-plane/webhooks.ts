@@ -101,7 +101,7 @@ export class WebhookSender {
     let statusCode: number | null = null;
     let error: string | null = null;
     try {
-      statusCode = await post(t.url, headers, body, this.cx.settings.webhookAllowPrivate);
+      statusCode = await post(t.url, headers, body, this.cx.settings.webhookAllowPrivate, this.cx.settings.webhookTimeoutMs);
       if (statusCode < 200 || statusCode >= 300) error = `HTTP ${statusCode}${statusCode >= 300 && statusCode < 400 ? ' (redirects are not followed)' : ''}`;
     } catch (err) {
       error = (err as Error).message;
@@ -116,9 +116,15 @@ export class WebhookSender {
   }
 }
 
-/** POSTs once; connects only to an address that passed the SSRF check (no DNS rebinding window). */
-export async function post(rawUrl: string, headers: Record<string, string>, body: string, allowPrivate: boolean): Promise<number> {
+/**
+ * POSTs once; connects only to an address that passed the SSRF check (no DNS rebinding window).
+ * The whole attempt, from the lookup to the response's status line, has `timeoutMs`: a receiver
+ * that trickles bytes (never idle long enough for a socket timeout) cannot hold a delivery slot,
+ * which every tenant's webhooks share, for longer. The response body is not read.
+ */
+export async function post(rawUrl: string, headers: Record<string, string>, body: string, allowPrivate: boolean, timeoutMs = TIMEOUT_MS): Promise<number> {
   const url = new URL(rawUrl);
+  const deadline = Date.now() + timeoutMs;
   const addresses: LookupAddress[] = await lookup(url.hostname, { all: true });
   const allowed = addresses.filter((a) => allowPrivate || isPublicAddress(a.address));
   if (allowed.length === 0) throw new Error(`refused: ${url.hostname} resolves to a private or reserved address`);
@@ -126,14 +132,19 @@ export async function post(rawUrl: string, headers: Record<string, string>, body
   const client = url.protocol === 'https:' ? https : http;
   return new Promise<number>((resolve, reject) => {
     const req = client.request(url, {
-      method: 'POST', headers: { ...headers, 'content-length': Buffer.byteLength(body) }, timeout: TIMEOUT_MS,
+      method: 'POST', headers: { ...headers, 'content-length': Buffer.byteLength(body) }, timeout: timeoutMs,
       lookup: (_host, _opts, cb) => (cb as (e: null, a: string, f: number) => void)(null, pinned.address, pinned.family),
     }, (res) => {
-      res.resume();
+      clearTimeout(timer);
       resolve(res.statusCode ?? 0);
+      res.destroy(); // the status is the answer; a body, however long, is not waited for
     });
+    const timer = setTimeout(() => req.destroy(new Error('timed out')), Math.max(0, deadline - Date.now()));
     req.on('timeout', () => req.destroy(new Error('timed out')));
-    req.on('error', reject);
+    req.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
     req.end(body);
   });
 }
