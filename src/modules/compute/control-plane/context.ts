@@ -48,6 +48,11 @@ export interface ControlPlaneSettings {
   webhookBackoffMs: number;
   /** One webhook attempt, from connecting to the response's status, at most (then it counts as failed). */
   webhookTimeoutMs: number;
+  /**
+   * Webhook attempts in flight at once, shared by all tenants (each is one outgoing HTTP request):
+   * a tenant whose receiver hangs holds a slot per attempt for up to `webhookTimeoutMs`.
+   */
+  webhookConcurrency: number;
   /** Node events another recorder took and never acknowledged (it crashed) are recorded after this long. */
   abandonedEventsAfterMs: number;
   /**
@@ -74,6 +79,7 @@ export const DEFAULT_SETTINGS: ControlPlaneSettings = {
   dataRetentionSeconds: 3600,
   webhookBackoffMs: 1000,
   webhookTimeoutMs: 10_000,
+  webhookConcurrency: 32,
   abandonedEventsAfterMs: 10_000,
   webhookSweepIntervalMs: 30_000,
   webhookSweepLagMs: 30_000,

@@ -40,7 +40,7 @@ export class WebhookSender {
     const prefix = bullPrefix(this.cx.prefix);
     this.queue = new Queue<WebhookTask>(WEBHOOK_QUEUE, { connection: this.cx.connect('webhooks-q'), prefix });
     this.worker = new Worker<WebhookTask>(WEBHOOK_QUEUE, (job) => this.deliver(job), {
-      connection: this.cx.connect('webhooks-w'), prefix, concurrency: 8,
+      connection: this.cx.connect('webhooks-w'), prefix, concurrency: this.cx.settings.webhookConcurrency,
       settings: { backoffStrategy: (attemptsMade: number) => webhookRetryDelayMs(attemptsMade, this.cx.settings.webhookBackoffMs) },
     });
     this.worker.on('error', (err) => this.cx.log.warn({ err: err.message }, 'webhook worker error'));
