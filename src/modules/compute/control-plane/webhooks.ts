@@ -10,6 +10,12 @@ import { SIGNING_SECRET_COLUMNS, signatureHeader, type SigningSecrets } from '..
 import type { ControlPlaneContext } from './context';
 
 const PROGRESS_MIN_INTERVAL_MS = 2000;
+/** A tenant with this many events outstanding has its further events queued behind others' (see enqueue). */
+const FAIR_BACKLOG = 2;
+/** Outstanding events tracked per tenant, at most (beyond, its events simply take the lowest priority). */
+const TRACKED_PER_TENANT = 10_000;
+/** BullMQ's lowest priority. */
+const LOWEST_PRIORITY = 2_097_152;
 const TIMEOUT_MS = 10_000;
 /**
  * Waits before each retry, in units of `webhookBackoffMs` (1 s by default): 5 s, 5 min, 30 min,
@@ -44,6 +50,10 @@ export class WebhookSender {
       settings: { backoffStrategy: (attemptsMade: number) => webhookRetryDelayMs(attemptsMade, this.cx.settings.webhookBackoffMs) },
     });
     this.worker.on('error', (err) => this.cx.log.warn({ err: err.message }, 'webhook worker error'));
+    this.worker.on('completed', (job) => this.settled(job));
+    this.worker.on('failed', (job) => {
+      if (job && job.attemptsMade >= (job.opts.attempts ?? 1)) this.settled(job); // its last attempt
+    });
     const queue = this.queue;
     this.cx.metrics.webhookBacklog = async () => {
       const c = await queue.getJobCounts('waiting', 'delayed', 'prioritized');
@@ -67,10 +77,30 @@ export class WebhookSender {
     }
     // Terminal events have a deterministic id, so a replayed completion never sends a second event.
     const webhookId = t.throttle ? `msg_${t.jobId}_${t.type}_${randomBytes(4).toString('hex')}` : terminalWebhookId(t.jobId, t.type);
+    // Fairness between tenants: the delivery slots are shared, and a tenant whose receiver is slow
+    // or dead piles up events (and their retries). Its events beyond FAIR_BACKLOG outstanding are
+    // prioritized by that backlog, and BullMQ takes every unprioritized event first, then the
+    // smallest backlogs: others' events no longer queue behind it, while a tenant alone still
+    // gets every slot. (Counted in this process: a restart starts from zero.)
+    let outstanding = this.outstanding.get(t.tenantId);
+    if (!outstanding) this.outstanding.set(t.tenantId, (outstanding = new Set()));
+    const backlog = outstanding.has(webhookId) ? outstanding.size - 1 : outstanding.size;
+    if (outstanding.size < TRACKED_PER_TENANT) outstanding.add(webhookId);
+    const priority = backlog < FAIR_BACKLOG ? undefined : outstanding.size >= TRACKED_PER_TENANT ? LOWEST_PRIORITY : Math.min(backlog, LOWEST_PRIORITY);
     await this.queue!.add(t.type, { ...t, webhookId }, {
-      jobId: webhookId, attempts: this.cx.settings.webhookMaxAttempts,
+      jobId: webhookId, attempts: this.cx.settings.webhookMaxAttempts, ...(priority ? { priority } : {}),
       backoff: { type: 'custom' }, removeOnComplete: 1000, removeOnFail: 1000,
     });
+  }
+
+  /** Events delivered or given up, per tenant: what `enqueue` weighs a tenant's new events by. */
+  private readonly outstanding = new Map<string, Set<string>>();
+
+  private settled(job: BullJob<WebhookTask>): void {
+    const set = this.outstanding.get(job.data.tenantId);
+    if (!set) return;
+    set.delete(job.data.webhookId);
+    if (set.size === 0) this.outstanding.delete(job.data.tenantId);
   }
 
   private async deliver(job: BullJob<WebhookTask>): Promise<void> {
