@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { appDatabaseUrl, jwtKeys, operatorEmails, type Env } from './config/env';
+import { allowsPlainHttpWebhooks, appDatabaseUrl, jwtKeys, operatorEmails, type Env } from './config/env';
 import { createDataSource } from './platform/db/data-source';
 import { Database } from './platform/db/database';
 import { Metrics } from './platform/http/metrics';
@@ -64,7 +64,7 @@ export async function createApp(env: Env, opts: { log?: Logger; metrics?: Metric
   const store = createArtifactStore(env);
   const services = new ServicesService(billing.prices, {}, new ImageInputStore(store, log));
   // A deployment is resolved by the training module's registry, a service id by the catalog.
-  const webhookPolicy = { allowPlainHttpWebhooks: env.NODE_ENV !== 'production' };
+  const webhookPolicy = { allowPlainHttpWebhooks: allowsPlainHttpWebhooks(env) };
   const jobs = new JobsService(db, redis, k, bus, (p, ref, input) =>
     (ref.deployment !== undefined ? training.models.resolveDeployment(p, ref.deployment, input) : services.resolve(p, ref, input)), {
     ...webhookPolicy,

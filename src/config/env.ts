@@ -59,6 +59,9 @@ const schema = z.object({
 
 export type Env = z.infer<typeof schema>;
 
+/** Webhook URLs may be plain http outside production (local receivers); production requires https. */
+export const allowsPlainHttpWebhooks = (env: Pick<Env, 'NODE_ENV'>): boolean => env.NODE_ENV !== 'production';
+
 /** Rules across variables, checked on the raw values so they are reported alongside type errors. */
 function crossChecks(raw: Record<string, string | undefined>): string[] {
   const problems: string[] = [];

@@ -1,10 +1,9 @@
 import { Queue, Worker, type Job as BullJob } from 'bullmq';
-import { bullPrefix, type AdmissionMessage } from '../../platform/queue/messages';
+import { bullPrefix, webhookJobOptions, type AdmissionMessage } from '../../platform/queue/messages';
 import type { ControlPlaneContext } from '../compute/control-plane/context';
-import { post } from '../compute/control-plane/webhooks';
+import { postSigned, webhookWorkerSettings } from '../compute/control-plane/webhooks';
+import { SIGNING_SECRET_COLUMNS, type SigningSecrets } from '../compute/webhook-signing';
 import type { BillingMetrics } from './billing.metrics';
-import { webhookRetryDelayMs } from '../compute/control-plane/webhooks';
-import { SIGNING_SECRET_COLUMNS, signatureHeader, type SigningSecrets } from '../compute/webhook-signing';
 import { MS_PER_MINUTE, PICO, money, roundCents } from './money';
 import type { PriceBook } from './price-book';
 import { periodCosts, periodOf } from './spend';
@@ -46,7 +45,7 @@ export class SpendMonitor {
     this.queue = new Queue<NotificationTask>('billing-notifications', { connection: this.cx.connect('billing-q'), prefix });
     this.worker = new Worker<NotificationTask>('billing-notifications', (job) => this.deliver(job), {
       connection: this.cx.connect('billing-w'), prefix, concurrency: 4,
-      settings: { backoffStrategy: (attemptsMade: number) => webhookRetryDelayMs(attemptsMade, this.cx.settings.webhookBackoffMs) },
+      settings: webhookWorkerSettings(this.cx.settings.webhookBackoffMs),
     });
     this.worker.on('error', (err) => this.cx.log.warn({ err: err.message }, 'billing notification worker error'));
   }
@@ -115,10 +114,8 @@ export class SpendMonitor {
     });
     if (!webhookUrl) return;
     const webhookId = `msg_spend_${tenantId}_${period}_${threshold}`;
-    await this.queue!.add('spend_threshold', { tenantId, period, threshold, spendLimitCents, periodCostCents, webhookId }, {
-      jobId: webhookId, attempts: this.cx.settings.webhookMaxAttempts, backoff: { type: 'custom' },
-      removeOnComplete: 1000, removeOnFail: 1000,
-    });
+    await this.queue!.add('spend_threshold', { tenantId, period, threshold, spendLimitCents, periodCostCents, webhookId },
+      webhookJobOptions(webhookId, this.cx.settings.webhookMaxAttempts));
   }
 
   private async deliver(job: BullJob<NotificationTask>): Promise<void> {
@@ -133,13 +130,7 @@ export class SpendMonitor {
       timestamp: new Date(timestamp * 1000).toISOString(),
       data: { period: t.period, thresholdPercent: t.threshold, spendLimit: money(t.spendLimitCents), periodCost: money(t.periodCostCents) },
     });
-    const status = await post(tenant.webhook_url, {
-      'content-type': 'application/json',
-      'user-agent': 'Nimbus-Webhooks/1',
-      'webhook-id': t.webhookId,
-      'webhook-timestamp': String(timestamp),
-      'webhook-signature': signatureHeader(tenant, t.webhookId, timestamp, body),
-    }, body, this.cx.settings.webhookAllowPrivate, this.cx.settings.webhookTimeoutMs);
+    const status = await postSigned(tenant.webhook_url, tenant, t.webhookId, timestamp, body, this.cx.settings);
     if (status < 200 || status >= 300) throw new Error(`HTTP ${status}`);
   }
 

@@ -119,6 +119,9 @@ export function decide(snapshot: AdmissionSnapshot): Decision {
   return new Admitter(snapshot).decide(snapshot.now);
 }
 
+/** The key of a tenant's queue for one hardware class. */
+const tenantKey = (tenantId: string, hardware: Hardware) => `${tenantId}\u0000${hardware}`;
+
 /**
  * Stateful admitter that keeps its indexes between decisions: the control plane holds one in
  * memory, feeds it events (enqueue, jobFinished, node and quota changes) and calls decide().
@@ -160,7 +163,7 @@ export class Admitter {
 
   /** The tenant's own quota for the hardware, if it has one (else the default applies). */
   explicitQuota(tenantId: string, hardware: Hardware): QuotaLimits | undefined {
-    return this.tenants.get(`${tenantId}\u0000${hardware}`)?.quota ?? undefined;
+    return this.tenants.get(tenantKey(tenantId, hardware))?.quota ?? undefined;
   }
 
   addNode(node: NodeSpec): void {
@@ -446,7 +449,7 @@ export class Admitter {
   }
 
   private tenant(tenantId: string, hardware: Hardware): TenantQueue {
-    const key = `${tenantId}\u0000${hardware}`;
+    const key = tenantKey(tenantId, hardware);
     let tq = this.tenants.get(key);
     if (!tq) this.tenants.set(key, (tq = new TenantQueue(tenantId, hardware)));
     return tq;

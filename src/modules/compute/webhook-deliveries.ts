@@ -3,7 +3,8 @@ import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Database } from '../../platform/db/database';
 import { badInput, notFound } from '../../platform/errors';
-import { WEBHOOK_QUEUE, bullPrefix, terminalWebhookId, type WebhookTask } from '../../platform/queue/messages';
+import { WEBHOOK_QUEUE, bullPrefix, terminalWebhookId, webhookJobOptions, type WebhookTask } from '../../platform/queue/messages';
+import { TERMINAL, type JobStatus } from './compute.entities';
 import { webhookType } from './control-plane/announcer';
 import { keysetWhere, paginate, type PageArgs } from '../../platform/pagination';
 import { isUuid } from '../../platform/uuid';
@@ -43,23 +44,19 @@ export class WebhookDeliveriesService {
   async resend(caller: Caller, jobId: string): Promise<{ webhookId: string; eventType: string; url: string }> {
     const p = requireScope(caller.principal, 'ADMIN');
     if (!isUuid(jobId)) throw notFound('Job');
-    const job = await this.db.tenant(p.tenantId, async (m) => {
-      const [row]: Array<{ kind: string; status: string; webhook_url: string | null }> =
+    const task = await this.db.tenant(p.tenantId, async (m): Promise<WebhookTask> => {
+      const [row]: Array<{ kind: string; status: JobStatus; webhook_url: string | null }> =
         await m.query('SELECT kind, status, webhook_url FROM jobs WHERE id = $1 AND tenant_id = $2', [jobId, p.tenantId]);
       if (!row) throw notFound('Job');
-      if (!['SUCCEEDED', 'FAILED', 'CANCELED'].includes(row.status)) throw badInput('jobId', `the job has not ended (it is ${row.status})`);
+      if (!TERMINAL.has(row.status)) throw badInput('jobId', `the job has not ended (it is ${row.status})`);
       if (!row.webhook_url) throw badInput('jobId', 'the job has no webhookUrl');
-      await audit(m, p.tenantId, actorOf(p), 'webhooks.resent', 'Job', jobId, { eventType: webhookType(row.kind, row.status) }, caller.requestId);
-      return row as typeof row & { webhook_url: string };
+      const type = webhookType(row.kind, row.status);
+      await audit(m, p.tenantId, actorOf(p), 'webhooks.resent', 'Job', jobId, { eventType: type }, caller.requestId);
+      return { tenantId: p.tenantId, jobId, type, url: row.webhook_url, webhookId: terminalWebhookId(jobId, type) };
     });
-    const eventType = webhookType(job.kind, job.status);
-    const task: WebhookTask = { tenantId: p.tenantId, jobId, type: eventType, url: job.webhook_url, webhookId: terminalWebhookId(jobId, eventType) };
     // A queue id of its own: the original may still be in BullMQ's kept set, under the webhook-id.
-    await this.webhookQueue().add(eventType, task, {
-      jobId: `${task.webhookId}_resend_${randomBytes(6).toString('hex')}`, attempts: RESEND_ATTEMPTS,
-      backoff: { type: 'custom' }, removeOnComplete: 1000, removeOnFail: 1000,
-    });
-    return { webhookId: task.webhookId, eventType, url: job.webhook_url };
+    await this.webhookQueue().add(task.type, task, webhookJobOptions(`${task.webhookId}_resend_${randomBytes(6).toString('hex')}`, RESEND_ATTEMPTS));
+    return { webhookId: task.webhookId, eventType: task.type, url: task.url };
   }
 
   private webhookQueue(): Queue<WebhookTask> {

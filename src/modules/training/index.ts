@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { Env } from '../../config/env';
+import { allowsPlainHttpWebhooks, type Env } from '../../config/env';
 import type { Database } from '../../platform/db/database';
 import type { keys } from '../../platform/queue/messages';
 import type { JobsService } from '../compute/jobs.service';
@@ -24,7 +24,7 @@ export function createTraining(
   const datasets = new DatasetsService(db, store, new UploadSigner(env.JWT_SECRET), { publicUrl: env.PUBLIC_URL, maxBytes: env.UPLOAD_MAX_BYTES, storeConfig: env });
   return {
     datasets,
-    training: new TrainingService(db, store, jobs, datasets, redis, k, log, { allowPlainHttpWebhooks: env.NODE_ENV !== 'production' }),
+    training: new TrainingService(db, store, jobs, datasets, redis, k, log, { allowPlainHttpWebhooks: allowsPlainHttpWebhooks(env) }),
     models: new ModelsService(db),
   };
 }

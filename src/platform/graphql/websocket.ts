@@ -20,7 +20,6 @@ interface Extra {
   request: IncomingMessage;
   socket: { close(code?: number, reason?: string): void };
   token?: string;
-  principal?: Principal;
   /** Subscriptions of this connection that hold a slot of their tenant's limit, by operation id. */
   held?: Map<string, string>;
   /** Each subscription's abort controller, by operation id (see onOperation). */
@@ -79,7 +78,7 @@ export function websocketOptions(
       const token = /^Bearer\s+(\S+)$/i.exec(String(ctx.connectionParams?.authorization ?? ''))?.[1];
       if (!token) return false;
       try {
-        ctx.extra.principal = await app.services.tenancy.authenticate(token);
+        await app.services.tenancy.authenticate(token);
         ctx.extra.token = token;
         connections.add(ctx.extra);
         return true;
@@ -92,7 +91,6 @@ export function websocketOptions(
       let document: DocumentNode;
       try {
         principal = await app.services.tenancy.authenticate(ctx.extra.token!);
-        ctx.extra.principal = principal;
         await consumeRequestTokens(app, principal, ctx.extra.request.socket.remoteAddress ?? 'unknown');
         try {
           document = parse(payload.query);

@@ -50,6 +50,13 @@ export interface WebhookTask {
   webhookId: string;
 }
 
+/**
+ * BullMQ options of a webhook delivery job (job events, resends, spend alerts): retried on the
+ * worker's schedule (backoff `custom`, see webhookWorkerSettings), the last 1,000 done kept.
+ */
+export const webhookJobOptions = (jobId: string, attempts: number) =>
+  ({ jobId, attempts, backoff: { type: 'custom' }, removeOnComplete: 1000, removeOnFail: 1000 });
+
 /** A terminal event's `webhook-id`: one per job and event, so a replayed end or a resend is recognisably the same event. */
 export const terminalWebhookId = (jobId: string, type: string) => `msg_${jobId}_${type}`;
 

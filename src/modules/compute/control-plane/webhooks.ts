@@ -5,7 +5,7 @@ import https from 'node:https';
 import type { LookupAddress } from 'node:dns';
 import { Queue, Worker, type Job as BullJob } from 'bullmq';
 import { isPublicAddress } from '../../services/ip-policy';
-import { WEBHOOK_QUEUE, bullPrefix, terminalWebhookId, type WebhookTask } from '../../../platform/queue/messages';
+import { WEBHOOK_QUEUE, bullPrefix, terminalWebhookId, webhookJobOptions, type WebhookTask } from '../../../platform/queue/messages';
 import { SIGNING_SECRET_COLUMNS, signatureHeader, type SigningSecrets } from '../webhook-signing';
 import type { ControlPlaneContext } from './context';
 
@@ -30,6 +30,9 @@ export function webhookRetryDelayMs(n: number, unitMs: number, random = Math.ran
   return Math.round(step * unitMs * (0.9 + 0.2 * random()));
 }
 
+/** Worker settings of a webhook queue: the `custom` backoff of webhookJobOptions is this schedule. */
+export const webhookWorkerSettings = (unitMs: number) => ({ backoffStrategy: (attemptsMade: number) => webhookRetryDelayMs(attemptsMade, unitMs) });
+
 /**
  * Delivers job events to the tenant's webhook URL: signed (Standard Webhooks), redirects not
  * followed, private addresses refused (SSRF), retried by BullMQ on WEBHOOK_RETRY_SCHEDULE (about a
@@ -47,7 +50,7 @@ export class WebhookSender {
     this.queue = new Queue<WebhookTask>(WEBHOOK_QUEUE, { connection: this.cx.connect('webhooks-q'), prefix });
     this.worker = new Worker<WebhookTask>(WEBHOOK_QUEUE, (job) => this.deliver(job), {
       connection: this.cx.connect('webhooks-w'), prefix, concurrency: this.cx.settings.webhookConcurrency,
-      settings: { backoffStrategy: (attemptsMade: number) => webhookRetryDelayMs(attemptsMade, this.cx.settings.webhookBackoffMs) },
+      settings: webhookWorkerSettings(this.cx.settings.webhookBackoffMs),
     });
     this.worker.on('error', (err) => this.cx.log.warn({ err: err.message }, 'webhook worker error'));
     this.worker.on('completed', (job) => this.settled(job));
@@ -86,14 +89,13 @@ export class WebhookSender {
     if (!outstanding) this.outstanding.set(t.tenantId, (outstanding = new Set()));
     const backlog = outstanding.has(webhookId) ? outstanding.size - 1 : outstanding.size;
     if (outstanding.size < TRACKED_PER_TENANT) outstanding.add(webhookId);
-    const priority = backlog < FAIR_BACKLOG ? undefined : outstanding.size >= TRACKED_PER_TENANT ? LOWEST_PRIORITY : Math.min(backlog, LOWEST_PRIORITY);
+    const priority = backlog < FAIR_BACKLOG ? undefined : outstanding.size >= TRACKED_PER_TENANT ? LOWEST_PRIORITY : backlog;
     await this.queue!.add(t.type, { ...t, webhookId }, {
-      jobId: webhookId, attempts: this.cx.settings.webhookMaxAttempts, ...(priority ? { priority } : {}),
-      backoff: { type: 'custom' }, removeOnComplete: 1000, removeOnFail: 1000,
+      ...webhookJobOptions(webhookId, this.cx.settings.webhookMaxAttempts), ...(priority ? { priority } : {}),
     });
   }
 
-  /** Events delivered or given up, per tenant: what `enqueue` weighs a tenant's new events by. */
+  /** Events not yet delivered nor given up, per tenant (by webhook-id): what `enqueue` weighs a tenant's new events by. */
   private readonly outstanding = new Map<string, Set<string>>();
 
   private settled(job: BullJob<WebhookTask>): void {
@@ -121,17 +123,10 @@ export class WebhookSender {
         usage: { seconds: Number(row.billable_ms) / 1000, hardware: row.hardware },
       },
     });
-    const headers = {
-      'content-type': 'application/json',
-      'user-agent': 'Nimbus-Webhooks/1',
-      'webhook-id': t.webhookId,
-      'webhook-timestamp': String(timestamp),
-      'webhook-signature': signatureHeader(tenant, t.webhookId, timestamp, body),
-    };
     let statusCode: number | null = null;
     let error: string | null = null;
     try {
-      statusCode = await post(t.url, headers, body, this.cx.settings.webhookAllowPrivate, this.cx.settings.webhookTimeoutMs);
+      statusCode = await postSigned(t.url, tenant, t.webhookId, timestamp, body, this.cx.settings);
       if (statusCode < 200 || statusCode >= 300) error = `HTTP ${statusCode}${statusCode >= 300 && statusCode < 400 ? ' (redirects are not followed)' : ''}`;
     } catch (err) {
       error = (err as Error).message;
@@ -144,6 +139,23 @@ export class WebhookSender {
     );
     if (error) throw new Error(error);
   }
+}
+
+/**
+ * One signed delivery (Standard Webhooks: `webhook-id`, `webhook-timestamp`, and a signature per
+ * live secret) of a body whose `timestamp` is `timestamp`; answers the HTTP status.
+ */
+export function postSigned(
+  url: string, secrets: SigningSecrets, webhookId: string, timestamp: number, body: string,
+  settings: { webhookAllowPrivate: boolean; webhookTimeoutMs: number },
+): Promise<number> {
+  return post(url, {
+    'content-type': 'application/json',
+    'user-agent': 'Nimbus-Webhooks/1',
+    'webhook-id': webhookId,
+    'webhook-timestamp': String(timestamp),
+    'webhook-signature': signatureHeader(secrets, webhookId, timestamp, body),
+  }, body, settings.webhookAllowPrivate, settings.webhookTimeoutMs);
 }
 
 /**
