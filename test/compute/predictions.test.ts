@@ -562,10 +562,23 @@ describe('webhooks', () => {
                now() - make_interval(mins => $3 + 1), now() - make_interval(mins => $3), '{"message":"late"}') RETURNING id`,
       [a.tenantId, url, minutesAgo])).rows[0].id as string;
     const ids = [await ended(20), await ended(50)];
-    // As a control plane that has just started: its sweep looks back webhookSweepLookbackMs (1 h) in 5-minute windows.
-    (cluster.cp.reconciler as unknown as { webhookSweepFrom: Date | null; nextWebhookSweepAt: number }).webhookSweepFrom = null;
-    (cluster.cp.reconciler as unknown as { nextWebhookSweepAt: number }).nextWebhookSweepAt = 0;
-    await waitFor(() => ids.every((id) => received.some((r) => JSON.parse(r.body).data.id === id)), 15_000, 'both late webhooks');
+    // As a control plane that has just started: its sweep looks back webhookSweepLookbackMs (1 h) in
+    // 5-minute windows. The reconciler's own ticks are paused meanwhile, so that a sweep already in
+    // flight cannot set its window back over the reset.
+    const reconciler = cluster.cp.reconciler;
+    const state = reconciler as unknown as { busy: boolean; webhookSweepFrom: Date | null; nextWebhookSweepAt: number };
+    reconciler.stop();
+    try {
+      await waitFor(() => !state.busy, 10_000, 'the tick in flight');
+      state.webhookSweepFrom = null;
+      state.nextWebhookSweepAt = 0;
+      await waitFor(async () => {
+        await reconciler.tick();
+        return ids.every((id) => received.some((r) => JSON.parse(r.body).data.id === id));
+      }, 15_000, 'both late webhooks');
+    } finally {
+      reconciler.start();
+    }
     for (const id of ids) {
       const hooks = received.filter((r) => JSON.parse(r.body).data.id === id);
       expect(hooks.map((h) => JSON.parse(h.body).type)).toEqual(['prediction.succeeded']);
