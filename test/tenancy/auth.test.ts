@@ -105,6 +105,25 @@ describe('API keys', () => {
     expect(audit.rows.map((r) => r.action)).toEqual(['tenant.created', 'api_key.created', 'api_key.revoked']);
   });
 
+  it('a key revoked by another API process is refused within the 2 s cache bound, even in steady use', async () => {
+    const t = await signUpTenant(api);
+    const key = await createApiKey(api, t.token, ['READ']);
+    expect((await api.gql(ME, {}, key.secret)).data.me.tenant.id).toBe(t.tenantId);
+    // Another process revokes it: this one is not told, only its cache's bound applies.
+    await owner.query('UPDATE api_keys SET revoked_at = now() WHERE id = $1', [key.id]);
+    const revokedAt = Date.now();
+    let refusedAfter: number | null = null;
+    while (Date.now() - revokedAt < 4000) {
+      if (code(await api.gql(ME, {}, key.secret)) === 'UNAUTHENTICATED') {
+        refusedAfter = Date.now() - revokedAt;
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(refusedAfter).not.toBeNull();
+    expect(refusedAfter!).toBeLessThanOrEqual(3000); // 2 s bound, plus the request in flight on a loaded machine
+  });
+
   it('rejects a key with a wrong secret for a real prefix', async () => {
     const t = await signUpTenant(api);
     const key = await createApiKey(api, t.token, ['READ']);

@@ -1,4 +1,6 @@
+import { RefreshingCache } from '../../platform/cache';
 import type { Database } from '../../platform/db/database';
+import { poolOf, run, statement } from '../../platform/db/sql';
 import { AppError, ErrorCode } from '../../platform/errors';
 import type { AdmissionGuard, NewJob } from '../compute/jobs.service';
 import { MS_PER_MINUTE, PICO, formatDecimal, roundCents } from './money';
@@ -43,6 +45,8 @@ interface GuardRow {
 }
 
 const GUARD_CACHE_MS = 1000;
+/** One round trip (migration AuthLookup): nimbus_tenant sets the RLS tenant itself. */
+const GUARD_ROW = statement('billing.guard-row', 'SELECT status, spend_limit_cents, past_due_since FROM nimbus_tenant($1)');
 
 /**
  * Admission checks of billing, run before a job (prediction, training, trial) is accepted:
@@ -52,12 +56,12 @@ const GUARD_CACHE_MS = 1000;
  * changes it: webhooks, setSpendLimit); the month's cost is read fresh whenever a limit is set.
  */
 export class BillingGuard {
-  private readonly cache = new Map<string, { expires: number; row: GuardRow | undefined }>();
+  private readonly cache = new RefreshingCache<string, { row: GuardRow | undefined }>({ ttlMs: GUARD_CACHE_MS });
 
   constructor(private readonly db: Database, private readonly prices: PriceBook, private readonly graceSeconds: number) {}
 
   forget(tenantId: string): void {
-    this.cache.delete(tenantId);
+    this.cache.forget(tenantId);
   }
 
   readonly check: AdmissionGuard = async (tenantId, job) => {
@@ -81,12 +85,10 @@ export class BillingGuard {
   };
 
   private async row(tenantId: string): Promise<GuardRow | undefined> {
-    const hit = this.cache.get(tenantId);
-    if (hit && hit.expires > Date.now()) return hit.row;
-    const [row]: GuardRow[] = await this.db.tenant(tenantId, (m) =>
-      m.query('SELECT status, spend_limit_cents, past_due_since FROM tenants WHERE id = $1', [tenantId]));
-    if (this.cache.size > 10_000) this.cache.clear();
-    this.cache.set(tenantId, { expires: Date.now() + GUARD_CACHE_MS, row });
-    return row;
+    const hit = await this.cache.get(tenantId, async () => {
+      const [row] = await run<GuardRow>(poolOf(this.db.dataSource), GUARD_ROW, [tenantId]);
+      return { row };
+    });
+    return hit?.row;
   }
 }

@@ -1,7 +1,9 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import type { EntityManager } from 'typeorm';
+import { RefreshingCache } from '../../platform/cache';
 import type { Database } from '../../platform/db/database';
+import { poolOf, run, statement, tenantTransaction } from '../../platform/db/sql';
 import { conflict, notFound, unauthenticated } from '../../platform/errors';
 import { keysetWhere, paginate, type PageArgs } from '../../platform/pagination';
 import { isUuid } from '../../platform/uuid';
@@ -10,7 +12,7 @@ import {
   TokenSigner, generateApiKey, hashPassword, isApiKeyShaped, newWebhookSecret, parseApiKey, safeEqualHex, sha256, verifyPassword,
 } from './credentials';
 import { ROLE_SCOPES, actorOf, requireScope, requireUser, type Principal } from './principal';
-import { ApiKey, AuditEvent, Membership, SCOPES, Tenant, User, type Role } from './tenancy.entities';
+import { ApiKey, AuditEvent, Membership, SCOPES, Tenant, User, type Role, type Scope } from './tenancy.entities';
 
 export interface Caller {
   principal: Principal | null;
@@ -35,12 +37,22 @@ const LAST_USED_GRANULARITY_MS = 60_000;
 const PROFILE_TTL_MS = 2_000;
 const KEY_CACHE_TTL_MS = 2_000;
 
+type TenantProfile = Pick<Tenant, 'id' | 'plan' | 'status'>;
+interface ApiKeyRow {
+  id: string; tenant_id: string; secret_hash: string; scopes: Scope[];
+  revoked_at: Date | null; last_used_at: Date | null;
+}
+// One round trip each (migration AuthLookup): the functions set the RLS settings themselves.
+const API_KEY_BY_PREFIX = statement('tenancy.api-key', 'SELECT id, tenant_id, secret_hash, scopes, revoked_at, last_used_at FROM nimbus_api_key($1)');
+const TENANT_PROFILE = statement('tenancy.profile', 'SELECT id, plan, status FROM nimbus_tenant($1)');
+const TOUCH_API_KEY = statement('tenancy.touch-api-key', 'UPDATE api_keys SET last_used_at = now() WHERE id = $1');
+
 /** Tenants, users, memberships, API keys and authentication. */
 export class TenancyService {
   private readonly tenantCreatedHooks: TenantCreatedHook[] = [];
-  /** Verified API keys by SHA-256, briefly: saves a database transaction on every request. */
-  private readonly keyCache = new Map<string, { principal: Principal; expires: number }>();
-  private readonly profiles = new Map<string, { value: Pick<Tenant, 'id' | 'plan' | 'status'>; expires: number }>();
+  /** Verified API keys by SHA-256, briefly: saves a database read on every request. */
+  private readonly keyCache = new RefreshingCache<string, Principal>({ ttlMs: KEY_CACHE_TTL_MS });
+  private readonly profiles = new RefreshingCache<string, TenantProfile>({ ttlMs: PROFILE_TTL_MS });
 
   constructor(
     private readonly db: Database,
@@ -104,21 +116,20 @@ export class TenancyService {
     const parsed = parseApiKey(token);
     if (!parsed) throw unauthenticated('Malformed API key');
     const hash = sha256(token);
-    const hit = this.keyCache.get(hash);
-    if (hit && hit.expires > Date.now()) return hit.principal;
-    const key = await this.db.withSettings({ 'app.api_key_prefix': parsed.prefix }, async (m) => {
-      const row = await m.findOneBy(ApiKey, { prefix: parsed.prefix });
-      if (!row || !safeEqualHex(row.secretHash, hash) || row.revokedAt) return null;
-      if (!row.lastUsedAt || Date.now() - row.lastUsedAt.getTime() > LAST_USED_GRANULARITY_MS) {
-        await m.query(`SELECT set_config('app.tenant_id', $1, true)`, [row.tenantId]);
-        await m.update(ApiKey, { id: row.id }, { lastUsedAt: new Date() });
-      }
-      return row;
-    });
-    if (!key) throw unauthenticated('Invalid or revoked API key');
-    const principal: Principal = { kind: 'apiKey', tenantId: key.tenantId, apiKeyId: key.id, scopes: new Set(key.scopes), operator: false };
-    this.keyCache.set(hash, { principal, expires: Date.now() + KEY_CACHE_TTL_MS });
+    const principal = await this.keyCache.get(hash, () => this.lookUpApiKey(parsed.prefix, hash));
+    if (!principal) throw unauthenticated('Invalid or revoked API key');
     return principal;
+  }
+
+  /** The key's principal, or null when no live key has this secret: one statement (nimbus_api_key). */
+  private async lookUpApiKey(prefix: string, hash: string): Promise<Principal | null> {
+    const pool = poolOf(this.db.dataSource);
+    const [row] = await run<ApiKeyRow>(pool, API_KEY_BY_PREFIX, [prefix]);
+    if (!row || !safeEqualHex(row.secret_hash, hash) || row.revoked_at) return null;
+    if (!row.last_used_at || Date.now() - row.last_used_at.getTime() > LAST_USED_GRANULARITY_MS) {
+      await tenantTransaction(pool, row.tenant_id, (c) => run(c, TOUCH_API_KEY, [row.id]));
+    }
+    return { kind: 'apiKey', tenantId: row.tenant_id, apiKeyId: row.id, scopes: new Set(row.scopes), operator: false };
   }
 
   async me(caller: Caller) {
@@ -191,27 +202,22 @@ export class TenancyService {
   }
 
   /** Plan and status of a tenant, cached briefly: read on every request for rate limits and gating. */
-  async tenantProfile(tenantId: string): Promise<Pick<Tenant, 'id' | 'plan' | 'status'>> {
-    const hit = this.profiles.get(tenantId);
-    if (hit && hit.expires > Date.now()) return hit.value;
-    const value = await this.db.tenant(tenantId, async (m) => {
-      const rows: Array<Pick<Tenant, 'id' | 'plan' | 'status'>> = await m.query('SELECT id, plan, status FROM tenants WHERE id = $1', [tenantId]);
-      return rows[0];
+  async tenantProfile(tenantId: string): Promise<TenantProfile> {
+    const value = await this.profiles.get(tenantId, async () => {
+      const [row] = await run<TenantProfile>(poolOf(this.db.dataSource), TENANT_PROFILE, [tenantId]);
+      return row ?? null;
     });
     if (!value) throw unauthenticated('Tenant no longer exists');
-    this.profiles.set(tenantId, { value, expires: Date.now() + PROFILE_TTL_MS });
     return value;
   }
 
   /** Revocation takes effect at once in this process and within KEY_CACHE_TTL_MS in others. */
   private forgetApiKey(apiKeyId: string): void {
-    for (const [hash, entry] of this.keyCache) {
-      if (entry.principal.kind === 'apiKey' && entry.principal.apiKeyId === apiKeyId) this.keyCache.delete(hash);
-    }
+    this.keyCache.forgetWhere((_, p) => p?.kind === 'apiKey' && p.apiKeyId === apiKeyId);
   }
 
   forgetTenantProfile(tenantId: string): void {
-    this.profiles.delete(tenantId);
+    this.profiles.forget(tenantId);
   }
 
   private issueToken(user: User, tenantId: string, role: Role): string {
