@@ -508,7 +508,7 @@ const dispatch: Bench = async (args) => {
     const principal: Principal = await tenancy.authenticate(apiKey);
     const caller = { principal };
 
-    cp = await startControlPlane(env, { log: createLogger('silent'), metrics: app.metrics });
+    cp = await startControlPlane(env, { log: createLogger('silent'), metrics: app.metrics, localBus: app.bus });
     const probe = new Probe();
     probe.install(app, cp);
     const controlPlane = cp;

@@ -437,7 +437,7 @@ const services: Bench = async (args) => {
     const principal = await tenancy.authenticate(signedUp.token);
     const { secret: apiKey } = await tenancy.createApiKey({ principal }, { name: 'services-bench', scopes: ['PREDICT', 'READ'] });
 
-    cp = await startControlPlane(env, { log: createLogger('silent'), metrics: app.metrics });
+    cp = await startControlPlane(env, { log: createLogger('silent'), metrics: app.metrics, localBus: app.bus });
     const agentMain = join(__dirname, '..', 'workers', 'node-agent', 'main.js');
     agent = spawn(process.execPath, [agentMain, '--name', nodeName, '--hardware', 'CPU', '--devices', String(devices), '--threads', String(threads), '--warm', 'all'], {
       env: { ...process.env, NODE_ENV: 'test', DATABASE_URL: env.DATABASE_URL, REDIS_URL: env.REDIS_URL, REDIS_PREFIX: redisPrefix, LOG_LEVEL: 'warn', DATA_DIR: dataDir },

@@ -182,7 +182,7 @@ async function predictionLatency(csv: string, dataDir: string, n: number) {
   try {
     app = await createApp(env);
     server = await startServer(app, { port: 0, host: '127.0.0.1' });
-    cp = await startControlPlane(env, { log: createLogger('silent'), metrics: app.metrics });
+    cp = await startControlPlane(env, { log: createLogger('silent'), metrics: app.metrics, localBus: app.bus });
     training = attachTraining(cp, app);
     agent = spawn(process.execPath, [AGENT_MAIN, '--name', `bench-${randomBytes(3).toString('hex')}`, '--hardware', 'CPU', '--devices', '2'], {
       env: { ...process.env, ...base, LOG_LEVEL: 'warn' }, stdio: ['ignore', 'ignore', 'inherit'],

@@ -15,7 +15,7 @@ async function main() {
   // With no Stripe configured, billing runs against the local fake Stripe started here.
   const { env } = await withLocalStripe(loadEnvOrExit());
   const { app } = await startApi(env);
-  const cp = await startControlPlane(env, { log: app.log.child({ name: 'control-plane' }), metrics: app.metrics });
+  const cp = await startControlPlane(env, { log: app.log.child({ name: 'control-plane' }), metrics: app.metrics, localBus: app.bus });
   const training = attachTraining(cp, app);
   const agent = startLocalAgent();
   const shutdown = async () => {

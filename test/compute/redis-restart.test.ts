@@ -83,6 +83,8 @@ beforeAll(async () => {
   redisProc = await startRedis();
   cluster = await startCluster({
     redisUrl: `redis://127.0.0.1:${port}`,
+    // Job updates through the restarted Redis's pub/sub, as an API in its own process gets them.
+    separateProcesses: true,
     agents: [{ name: 'rr-node-a', devices: 2 }, { name: 'rr-node-b', devices: 2 }],
   });
   owner = await ownerClient();

@@ -34,6 +34,8 @@ beforeAll(async () => {
   fake = await startFakeStripe();
   cluster = await startCluster({
     agents: [{ name: 'cpu-sdk', devices: 4 }],
+    // The SDK's waits and subscriptions against an API that gets job updates from Redis only.
+    separateProcesses: true,
     apiOverrides: {
       OPERATOR_EMAILS: OPERATOR,
       // Billing against the local fake Stripe (the same code path as Stripe).

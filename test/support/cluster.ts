@@ -32,6 +32,8 @@ export async function startCluster(opts: {
   apiOverrides?: Record<string, string>;
   /** A Redis other than the shared one (e.g. a private server a test restarts), for the API, control plane and agents. */
   redisUrl?: string;
+  /** Job updates reach the API only through Redis, as when API and control plane run as separate processes. */
+  separateProcesses?: boolean;
 } = {}): Promise<TestCluster> {
   const redisOverride: Record<string, string> = opts.redisUrl ? { REDIS_URL: opts.redisUrl } : {};
   // API, control plane and agents share one artifact store (vision inputs, datasets, models): a
@@ -41,6 +43,8 @@ export async function startCluster(opts: {
   const agentEnv = { ...redisOverride, DATA_DIR: api.env.DATA_DIR };
   const cp = await startControlPlane(api.env, {
     log: createLogger(process.env.TEST_CP_LOG ?? 'silent'), metrics: api.app.metrics, settings: { ...FAST_SETTINGS, ...opts.settings, webhookAllowPrivate: true },
+    // As `npm start` runs them: the API's waiters are answered in-process (Announcer, JobUpdateBus).
+    localBus: opts.separateProcesses ? undefined : api.app.bus,
   });
   const training = attachTraining(cp, api.app, { tickMs: 500 });
   const agents = new Map<string, ChildProcess>();

@@ -51,4 +51,31 @@ describe('JobUpdateBus', () => {
     sub.emit('message', 'updates', JSON.stringify({ jobId: A, status: 'SUCCEEDED' }));
     expect(got).toEqual(['SUCCEEDED']);
   });
+
+  it('updates handed over by a control plane in this process arrive once; other processes get the tagged copy from Redis', async () => {
+    const here = fakeSubscriber();
+    const elsewhere = fakeSubscriber();
+    const local = new JobUpdateBus(here as unknown as Redis, 'updates');
+    const remote = new JobUpdateBus(elsewhere as unknown as Redis, 'updates');
+    await local.start();
+    await remote.start();
+    const gotHere: string[] = [];
+    const gotThere: string[] = [];
+    local.on(A, (u) => gotHere.push(u.status));
+    remote.on(A, (u) => gotThere.push(u.status));
+    const message = JSON.stringify({ jobId: A, tenantId: B, status: 'SUCCEEDED', progress: 1, row: { id: A } });
+    const published = local.tagged(message);
+    expect(jobIdOf(published)).toBe(A);
+    expect(JSON.parse(published)).toEqual({ ...JSON.parse(message), o: local.origin });
+    local.deliverLocal(message);
+    expect(gotHere).toEqual(['SUCCEEDED']);
+    // Redis brings the published copy to every subscriber: the local bus skips its own.
+    here.emit('message', 'updates', published);
+    elsewhere.emit('message', 'updates', published);
+    expect(gotHere).toEqual(['SUCCEEDED']);
+    expect(gotThere).toEqual(['SUCCEEDED']);
+    // Another control plane's (or an untagged) update still reaches the local bus.
+    here.emit('message', 'updates', remote.tagged(JSON.stringify({ jobId: A, status: 'CANCELED' })));
+    expect(gotHere).toEqual(['SUCCEEDED', 'CANCELED']);
+  });
 });

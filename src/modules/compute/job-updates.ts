@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 
 export interface JobUpdate {
@@ -15,21 +16,45 @@ export interface JobUpdate {
 /**
  * Job updates for this API process: one Redis subscription to the control plane's channel,
  * fanned out in memory to waiting `predict(wait:)` calls and GraphQL subscriptions.
+ *
+ * A control plane running in this same process (`npm start`, benchmarks) hands its updates over
+ * directly (`deliverLocal`) and publishes them tagged with this bus's `origin`, which the bus then
+ * skips when Redis brings them back: a waiting request is answered without the round trip through
+ * Redis (two process wake-ups on the path of every synchronous prediction), and sees each update
+ * once. Other API processes get them from Redis as before.
  */
 export class JobUpdateBus {
   private readonly listeners = new Map<string, Set<(u: JobUpdate) => void>>();
+  /** Tags the updates a co-located control plane has already delivered here. */
+  readonly origin = randomBytes(6).toString('hex');
+  private readonly ownSuffix = `,"o":"${this.origin}"}`;
 
   constructor(private readonly subscriber: Redis, private readonly channel: string) {}
 
   start(): Promise<unknown> {
     this.subscriber.on('message', (_ch, raw) => {
-      // Every API process receives every job's updates: parse only those someone here waits for.
-      const id = jobIdOf(raw);
-      if (id !== null && !this.listeners.has(id)) return;
-      const u = JSON.parse(raw) as JobUpdate;
-      for (const fn of this.listeners.get(u.jobId) ?? []) fn(u);
+      if (raw.endsWith(this.ownSuffix)) return; // delivered in-process already
+      this.dispatch(raw);
     });
     return this.subscriber.subscribe(this.channel);
+  }
+
+  /** An update message published with this bus's origin (see `tagged`), delivered here at once. */
+  deliverLocal(raw: string): void {
+    this.dispatch(raw);
+  }
+
+  /** The message to publish for an update also delivered with `deliverLocal`. */
+  tagged(message: string): string {
+    return `${message.slice(0, -1)}${this.ownSuffix}`;
+  }
+
+  private dispatch(raw: string): void {
+    // Every API process receives every job's updates: parse only those someone here waits for.
+    const id = jobIdOf(raw);
+    if (id !== null && !this.listeners.has(id)) return;
+    const u = JSON.parse(raw) as JobUpdate;
+    for (const fn of this.listeners.get(u.jobId) ?? []) fn(u);
   }
 
   on(jobId: string, fn: (u: JobUpdate) => void): () => void {

@@ -1,3 +1,4 @@
+import type { JobUpdateBus } from '../job-updates';
 import type { ControlPlaneContext } from './context';
 import type { WebhookSender } from './webhooks';
 
@@ -29,7 +30,11 @@ export class Announcer {
     this.terminalHooks.push(hook);
   }
 
-  constructor(private readonly cx: ControlPlaneContext, private readonly webhooks: WebhookSender) {}
+  /**
+   * `localBus`: the job-update bus of an API running in this process; it gets each update
+   * directly, and ignores the published copy (JobUpdateBus).
+   */
+  constructor(private readonly cx: ControlPlaneContext, private readonly webhooks: WebhookSender, private readonly localBus?: JobUpdateBus) {}
 
   async announce(row: AnnounceRow, event: string = row.status): Promise<void> {
     await this.announceMany([row], event);
@@ -43,8 +48,14 @@ export class Announcer {
     if (rows.length === 0) return;
     if (opts.publish !== false) {
       const pipe = this.cx.redis.pipeline();
-      for (const r of rows) pipe.publish(this.cx.keys.jobUpdates, updateMessage(r));
-      await pipe.exec();
+      const local = this.localBus;
+      const messages = rows.map(updateMessage);
+      for (const m of messages) pipe.publish(this.cx.keys.jobUpdates, local ? local.tagged(m) : m);
+      const published = pipe.exec();
+      // After the PUBLISHes are handed to the socket: this process's waiters answer while Redis
+      // carries the updates to the other API processes.
+      if (local) for (const m of messages) local.deliverLocal(m);
+      await published;
     }
     for (const r of rows) await this.afterPublish(r, event ?? r.status);
   }

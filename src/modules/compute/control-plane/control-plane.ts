@@ -5,6 +5,7 @@ import type { Metrics } from '../../../platform/http/metrics';
 import { keys } from '../../../platform/queue/messages';
 import type { Env } from '../../../config/env';
 import { ComputeMetrics } from '../compute.metrics';
+import type { JobUpdateBus } from '../job-updates';
 import { ANNOUNCE_COLUMNS, Announcer } from './announcer';
 import { DEFAULT_SETTINGS, HotPool, type ControlPlaneContext, type ControlPlaneSettings } from './context';
 import { NodeMonitor } from './node-monitor';
@@ -33,7 +34,11 @@ export interface ControlPlane {
  * node agents never touch the database.
  */
 export async function startControlPlane(
-  env: Env, opts: { log: Logger; metrics: Metrics; settings?: Partial<ControlPlaneSettings> },
+  env: Env, opts: {
+    log: Logger; metrics: Metrics; settings?: Partial<ControlPlaneSettings>;
+    /** The job-update bus of an API in this process: its waiters are answered directly (Announcer). */
+    localBus?: JobUpdateBus;
+  },
 ): Promise<ControlPlane> {
   const db = createDataSource({ url: env.DATABASE_URL, poolSize: 5, applicationName: 'nimbus-control-plane' });
   const relaxedPool = new HotPool(env.DATABASE_URL, 'relaxed', opts.log);
@@ -58,7 +63,7 @@ export async function startControlPlane(
     },
   };
   const webhooks = new WebhookSender(cx);
-  const announcer = new Announcer(cx, webhooks);
+  const announcer = new Announcer(cx, webhooks, opts.localBus);
   const scheduler = new Scheduler(cx);
   const monitor = new NodeMonitor(cx, scheduler, announcer);
   const recorder = new Recorder(cx, scheduler, announcer);
