@@ -151,7 +151,9 @@ describe('GraphQL over WebSocket', () => {
     await api.gql('mutation($id: ID!) { revokeApiKey(id: $id) { id } }', { id: key.id }, t.token);
     // A new operation is refused at once; the open subscription ends with the connection (4403).
     const refused = once(c, '{ me { tenant { id } } }');
-    const closed = await Promise.race([end, new Promise((r) => setTimeout(() => r('still open'), 5000))]);
+    let timer: NodeJS.Timeout | undefined;
+    const closed = await Promise.race([end, new Promise((r) => (timer = setTimeout(() => r('still open'), 5000)))]);
+    clearTimeout(timer);
     expect((closed as { code?: number }).code).toBe(4403);
     // Refused by the per-operation check (or, if the periodic check came first, cut by the close); never answered.
     const r = await refused;

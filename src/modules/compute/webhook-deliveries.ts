@@ -61,14 +61,19 @@ export class WebhookDeliveriesService {
 
   private webhookQueue(): Queue<WebhookTask> {
     if (!this.redis) throw new Error('webhook resends need Redis');
-    this.queue ??= new Queue<WebhookTask>(WEBHOOK_QUEUE, {
-      connection: this.redis.duplicate({ enableAutoPipelining: false, maxRetriesPerRequest: 3 }), prefix: bullPrefix(this.redisPrefix),
-    });
+    if (!this.queue) {
+      this.connection = this.redis.duplicate({ enableAutoPipelining: false, maxRetriesPerRequest: 3 });
+      this.queue = new Queue<WebhookTask>(WEBHOOK_QUEUE, { connection: this.connection, prefix: bullPrefix(this.redisPrefix) });
+    }
     return this.queue;
   }
 
+  /** BullMQ leaves a connection it was handed open: it is closed here, after the queue. */
+  private connection: Redis | null = null;
+
   async close(): Promise<void> {
     await this.queue?.close();
+    this.connection?.disconnect();
   }
 
   async list(caller: Caller, args: PageArgs & { jobId?: string | null }) {

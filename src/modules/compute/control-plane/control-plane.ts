@@ -88,7 +88,9 @@ export async function startControlPlane(
       await recorder.stop();
       await scheduler.stop();
       await webhooks.stop();
-      for (const c of connections) c.disconnect();
+      // Not those the loops above have closed already: ioredis arms a 2 s timer on every
+      // disconnect() and clears it when the stream closes, which an ended one never does again.
+      for (const c of connections) if (c.status !== 'end') c.disconnect();
       await Promise.all([db.destroy(), relaxedPool.end(), durablePool.end()]);
     },
   };
