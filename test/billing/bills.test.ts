@@ -176,6 +176,34 @@ describe('invoices and roles', () => {
 describe('spend limits', () => {
   const echo = (extra: Record<string, unknown> = {}) => ({ input: { service: 'system.echo', input: { message: 'hi', ...extra }, wait: 10 } });
 
+  it('month totals (what the limit reads) follow the ledger: each billable row once, in the UTC month it ended; replays and unbillable rows add nothing', async () => {
+    const d = await signUpTenant(cluster.api, 'Totals');
+    for (let i = 0; i < 3; i++) expect((await gql(PREDICT, echo(), d)).data.predict.status).toBe('SUCCEEDED');
+    await recordUsage(d, [
+      { service: 'system.echo', kind: 'PREDICTION', hardware: 'CPU', ms: 1_000 },
+      { service: 'system.echo', kind: 'PREDICTION', hardware: 'GPU', ms: 2_000, devices: 2 },
+      { service: 'system.echo', kind: 'PREDICTION', hardware: 'CPU', ms: 5_000, stale: true },
+    ]);
+    // A late row whose attempt ended last month counts there, not in this month.
+    const [jobId] = await recordUsage(d, [{ service: 'system.echo', kind: 'PREDICTION', hardware: 'CPU', ms: 10 }]);
+    await owner.query(
+      `INSERT INTO usage_ledger (tenant_id, job_id, attempt, job_kind, service, hardware, devices, started_at, ended_at, billable_ms, billable)
+       VALUES ($1, $2, 7, 'PREDICTION', 'system.echo', 'CPU', 1, date_trunc('month', now(), 'UTC') - interval '2 seconds',
+               date_trunc('month', now(), 'UTC') - interval '1 second', 1000, true)`, [d.tenantId, jobId],
+    );
+    const fromLedger = await owner.query(
+      `SELECT date_trunc('month', ended_at, 'UTC') AS month, job_kind, hardware, sum(billable_ms)::text AS ms
+         FROM usage_ledger WHERE tenant_id = $1 AND billable GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`, [d.tenantId],
+    );
+    const totals = await owner.query(
+      `SELECT month, job_kind, hardware, billable_ms::text AS ms FROM usage_month_totals WHERE tenant_id = $1 ORDER BY 1, 2, 3`, [d.tenantId],
+    );
+    expect(totals.rows).toEqual(fromLedger.rows);
+    expect(totals.rows).toHaveLength(3); // last month's CPU, this month's CPU and GPU
+    const gpu = totals.rows.find((r) => r.hardware === 'GPU');
+    expect(gpu.ms).toBe('2000');
+  });
+
   it('refuses new jobs with SPEND_LIMIT_REACHED at the limit (predict, createTrainingJob, any submitted job); other tenants are unaffected', async () => {
     const c = await signUpTenant(cluster.api, 'Capped');
     const other = await signUpTenant(cluster.api, 'Uncapped');

@@ -13,12 +13,14 @@ export function periodOf(at: Date): { key: string; start: Date; end: Date } {
   return { key: start.toISOString().slice(0, 7), start, end };
 }
 
-/** Billable ledger cost of the current UTC month per tenant, in exact pico-cents. */
+/**
+ * Billable ledger cost of the current UTC month per tenant, in exact pico-cents: read from the
+ * ledger's month totals (migration UsageMonthTotals), a few rows per tenant however long the month.
+ */
 export async function periodCosts(query: Query, prices: PriceBook, tenantIds: string[]): Promise<Map<string, bigint>> {
   const rows: Array<{ tenant_id: string; job_kind: string; hardware: string; ms: string }> = await query(
-    `SELECT tenant_id, job_kind, hardware, sum(billable_ms)::text AS ms FROM usage_ledger
-      WHERE tenant_id = ANY($1::uuid[]) AND billable AND ended_at >= date_trunc('month', now(), 'UTC')
-      GROUP BY tenant_id, job_kind, hardware`,
+    `SELECT tenant_id, job_kind, hardware, billable_ms::text AS ms FROM usage_month_totals
+      WHERE tenant_id = ANY($1::uuid[]) AND month = date_trunc('month', now(), 'UTC')`,
     [tenantIds],
   );
   const out = new Map<string, bigint>();
