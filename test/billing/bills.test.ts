@@ -110,6 +110,41 @@ describe('usage and the current bill', () => {
     expect(code(await gql(USAGE, { from: to, to: from }, a))).toBe('BAD_USER_INPUT');
   });
 
+  it('any range, whole days or not, sums exactly what the ledger holds in it (whole days come from day totals)', async () => {
+    const u = await signUpTenant(cluster.api, 'Usage days');
+    const [jobId] = await recordUsage(u, [{ service: 'system.echo', kind: 'PREDICTION', hardware: 'CPU', ms: 1 }]);
+    const DAY = 86_400_000;
+    const today = Math.floor(Date.now() / DAY) * DAY;
+    // Ends on and around UTC midnights over three days, at millisecond offsets (attempts 10, 11, …).
+    const ends = [today - 2 * DAY + 5, today - DAY - 1, today - DAY, today - DAY + 1, today - 1, today, today + 1000, Date.now() - 10];
+    for (const [i, at] of ends.entries()) {
+      await owner.query(
+        `INSERT INTO usage_ledger (tenant_id, job_id, attempt, job_kind, service, hardware, devices, started_at, ended_at, billable_ms, billable)
+         VALUES ($1, $2, $3, 'PREDICTION', $4, 'CPU', 1, to_timestamp($5 / 1000.0) - interval '1 second', to_timestamp($5 / 1000.0), $6, $7)`,
+        [u.tenantId, jobId, 10 + i, i % 2 ? 'language.sentiment' : 'vision.ocr', at, 1000 * (i + 1), i !== 3],
+      );
+    }
+    const iso = (ms: number) => new Date(ms).toISOString();
+    const ranges: Array<[number, number]> = [
+      [today - 3 * DAY, today + DAY], // whole days only, and more
+      [today - 2 * DAY + 6, today + 1], // partial first and last day around whole ones
+      [today - DAY - 1, today - DAY + 1], // across one midnight, no whole day
+      [today - DAY, today], // exactly one whole day
+      [today - DAY + 1, today - 1], // inside one day
+      [today - 2 * DAY, today + 1000], // the last end excluded (to is exclusive)
+    ];
+    for (const [from, to] of ranges) {
+      const expected = await owner.query(
+        `SELECT service, sum(billable_ms)::int AS ms FROM usage_ledger
+          WHERE tenant_id = $1 AND billable AND ended_at >= to_timestamp($2 / 1000.0) AND ended_at < to_timestamp($3 / 1000.0)
+          GROUP BY service ORDER BY service`, [u.tenantId, from, to],
+      );
+      const got = (await gql(USAGE, { from: iso(from), to: iso(to) }, u)).data.usage;
+      expect({ range: [iso(from), iso(to)], rows: got.rows.map((r: { service: string; seconds: number }) => ({ service: r.service, ms: Math.round(r.seconds * 1000) })) })
+        .toEqual({ range: [iso(from), iso(to)], rows: expected.rows });
+    }
+  });
+
   it('shows the open period as Stripe invoices it, equal to the usage total to the cent', async () => {
     await waitFor(allReported(a), 15_000, 'the meter reporter to send the usage');
     const res = await gql(CURRENT_BILL, {}, a);

@@ -83,11 +83,17 @@ export class BillingService {
     const p = requireScope(caller.principal, 'BILLING');
     if (!(to.getTime() > from.getTime())) throw badInput('to', 'must be after from');
     if (to.getTime() - from.getTime() > MAX_USAGE_RANGE_MS) throw badInput('to', 'the range may span at most 400 days');
+    // Whole UTC days from the day totals, the partial first and last day from the ledger itself.
+    const { wholeFrom, wholeTo } = wholeDays(from, to);
     const rows: Array<{ service: string; hardware: string; job_kind: string; ms: string }> = await this.d.db.tenant(p.tenantId, (m) => m.query(
-      `SELECT service, hardware, job_kind, sum(billable_ms)::text AS ms FROM usage_ledger
-        WHERE tenant_id = $1 AND billable AND ended_at >= $2 AND ended_at < $3
-        GROUP BY service, hardware, job_kind`,
-      [p.tenantId, from, to],
+      `SELECT service, hardware, job_kind, sum(ms)::text AS ms FROM (
+         SELECT service, hardware, job_kind, billable_ms AS ms FROM usage_day_totals
+          WHERE tenant_id = $1 AND day >= $4 AND day < $5
+         UNION ALL
+         SELECT service, hardware, job_kind, billable_ms FROM usage_ledger
+          WHERE tenant_id = $1 AND billable AND ((ended_at >= $2 AND ended_at < $4) OR (ended_at >= $5 AND ended_at < $3))
+       ) u GROUP BY service, hardware, job_kind`,
+      [p.tenantId, from, to, wholeFrom, wholeTo],
     ));
     const groups = new Map<string, { service: string; hardware: string; ms: bigint; pico: bigint }>();
     const meters = new Map<string, bigint>();
@@ -277,4 +283,16 @@ function toInvoiceView(inv: Stripe.Invoice): InvoiceView {
     periodStart: new Date(inv.period_start * 1000), periodEnd: new Date(inv.period_end * 1000),
     hostedInvoiceUrl: inv.hosted_invoice_url ?? null,
   };
+}
+
+const DAY_MS = 86_400_000;
+
+/**
+ * The whole UTC days inside [from, to) as [wholeFrom, wholeTo); when there are none, both are `to`
+ * (so the ledger covers the whole range and the day totals nothing).
+ */
+export function wholeDays(from: Date, to: Date): { wholeFrom: Date; wholeTo: Date } {
+  const first = Math.ceil(from.getTime() / DAY_MS) * DAY_MS;
+  const last = Math.floor(to.getTime() / DAY_MS) * DAY_MS;
+  return first < last ? { wholeFrom: new Date(first), wholeTo: new Date(last) } : { wholeFrom: to, wholeTo: to };
 }
