@@ -9,6 +9,14 @@ import { enableTenantRls } from './rls';
  * The ledger's trigger function now keeps both tables, with the same rules (billable rows only,
  * one upsert per group per statement, in key order).
  */
+/** The month totals' part of the trigger function, as migration UsageMonthTotals wrote it. */
+const MONTH_UPSERT = `INSERT INTO usage_month_totals AS t (tenant_id, month, job_kind, hardware, billable_ms)
+        SELECT tenant_id, date_trunc('month', ended_at, 'UTC'), job_kind, hardware, sum(billable_ms)
+          FROM added WHERE billable
+         GROUP BY 1, 2, 3, 4
+         ORDER BY 1, 2, 3, 4
+        ON CONFLICT (tenant_id, month, job_kind, hardware) DO UPDATE SET billable_ms = t.billable_ms + EXCLUDED.billable_ms;`;
+
 export class UsageDayTotals1764001200000 implements MigrationInterface {
   name = 'UsageDayTotals1764001200000';
 
@@ -31,12 +39,7 @@ export class UsageDayTotals1764001200000 implements MigrationInterface {
     await q.query(`
       CREATE OR REPLACE FUNCTION nimbus_add_usage_month_totals() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
       BEGIN
-        INSERT INTO usage_month_totals AS t (tenant_id, month, job_kind, hardware, billable_ms)
-        SELECT tenant_id, date_trunc('month', ended_at, 'UTC'), job_kind, hardware, sum(billable_ms)
-          FROM added WHERE billable
-         GROUP BY 1, 2, 3, 4
-         ORDER BY 1, 2, 3, 4
-        ON CONFLICT (tenant_id, month, job_kind, hardware) DO UPDATE SET billable_ms = t.billable_ms + EXCLUDED.billable_ms;
+        ${MONTH_UPSERT}
         INSERT INTO usage_day_totals AS t (tenant_id, day, service, hardware, job_kind, billable_ms)
         SELECT tenant_id, date_trunc('day', ended_at, 'UTC'), service, hardware, job_kind, sum(billable_ms)
           FROM added WHERE billable
@@ -58,12 +61,7 @@ export class UsageDayTotals1764001200000 implements MigrationInterface {
     await q.query(`
       CREATE OR REPLACE FUNCTION nimbus_add_usage_month_totals() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
       BEGIN
-        INSERT INTO usage_month_totals AS t (tenant_id, month, job_kind, hardware, billable_ms)
-        SELECT tenant_id, date_trunc('month', ended_at, 'UTC'), job_kind, hardware, sum(billable_ms)
-          FROM added WHERE billable
-         GROUP BY 1, 2, 3, 4
-         ORDER BY 1, 2, 3, 4
-        ON CONFLICT (tenant_id, month, job_kind, hardware) DO UPDATE SET billable_ms = t.billable_ms + EXCLUDED.billable_ms;
+        ${MONTH_UPSERT}
         RETURN NULL;
       END $$
     `);
