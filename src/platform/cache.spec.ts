@@ -94,6 +94,18 @@ describe('RefreshingCache', () => {
     expect(await c.get('b', async () => 'reloaded')).toBe('key-2');
   });
 
+  it('a loader that throws rather than rejects is a failed read like any other', async () => {
+    const c = cache();
+    await c.get('k', async () => 'v');
+    now += 600;
+    const throwing = (): Promise<string> => {
+      throw new Error('sync');
+    };
+    expect(await c.get('k', throwing)).toBe('v');
+    now += 500;
+    await expect(c.get('k', throwing)).rejects.toThrow('sync');
+  });
+
   it('a failed background refresh keeps the entry until it expires; a failed blocking load fails the caller', async () => {
     const c = cache();
     await c.get('k', async () => 'v');

@@ -45,7 +45,8 @@ export class RefreshingCache<K, V> {
     if (running) return running;
     const epoch = this.epoch;
     const startedAt = this.now();
-    const promise = load().then((value) => {
+    // A loader that throws instead of rejecting fails its read, not the request holding a cached value.
+    const promise = new Promise<V | null>((resolve) => resolve(load())).then((value) => {
       if (this.epoch === epoch) {
         if (value === null) this.entries.delete(key);
         else {
