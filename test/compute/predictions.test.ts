@@ -1,6 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Queue } from 'bullmq';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
@@ -10,6 +8,7 @@ import { bullPrefix, keys } from '../../src/platform/queue/messages';
 import { createApiKey, signUpTenant, type TestTenant } from '../support/api';
 import { startCluster, waitFor, type TestCluster } from '../support/cluster';
 import { ownerClient } from '../support/db';
+import { startWebhookReceiver, type Received, type WebhookReceiver } from '../support/receiver';
 import { CANCEL, PREDICT, PREDICTION, PREDICTIONS } from '../support/gql';
 
 let cluster: TestCluster;
@@ -426,29 +425,18 @@ async function attempts(outcome: string): Promise<number> {
 }
 
 describe('webhooks', () => {
-  let server: Server;
-  const received: Array<{ headers: IncomingMessage['headers']; body: string }> = [];
-  let failFirst = 0;
+  let hooks: WebhookReceiver;
+  let received: Received[];
   beforeAll(async () => {
-    server = createServer((req, res) => {
-      let body = '';
-      req.on('data', (c) => (body += c));
-      req.on('end', () => {
-        received.push({ headers: req.headers, body });
-        if (failFirst > 0) {
-          failFirst--;
-          res.writeHead(500).end();
-        } else res.writeHead(204).end();
-      });
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    hooks = await startWebhookReceiver();
+    received = hooks.received;
   });
-  afterAll(() => new Promise((r) => server.close(r)));
+  afterAll(() => hooks.close());
 
   it('POSTs the terminal job signed per Standard Webhooks, retries with the same webhook-id, and records every attempt', async () => {
     const before = { delivered: await attempts('delivered'), failed: await attempts('failed') };
-    failFirst = 1;
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+    hooks.failNext(1);
+    const url = hooks.url();
     const p = (await gql(PREDICT, echo({ message: 'hooked' }, { wait: 10, webhookUrl: url }), a)).data.predict;
     await waitFor(() => received.length >= 2, 10_000, 'webhook retry');
     const [first, second] = received;
@@ -491,7 +479,7 @@ describe('webhooks', () => {
 
   it('still sends the terminal webhook when the control plane fails between recording the end and announcing it', async () => {
     received.length = 0;
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+    const url = hooks.url();
     const announcer = cluster.cp.announcer;
     const announceMany = announcer.announceMany.bind(announcer);
     let failures = 0;
@@ -518,7 +506,7 @@ describe('webhooks', () => {
 
   it('sends the STARTED event of a job that ended before its start was recorded, before the terminal one', async () => {
     received.length = 0;
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+    const url = hooks.url();
     const p = (await gql(PREDICT, echo({ message: 'fast' }, { wait: 10, webhookUrl: url, webhookEvents: ['STARTED'] }), a)).data.predict;
     expect(p.status).toBe('SUCCEEDED');
     await waitFor(() => received.length >= 2, 10_000, 'two webhooks');
@@ -527,7 +515,7 @@ describe('webhooks', () => {
   });
 
   it('resends a job\'s terminal webhook on request, with its original webhook-id; only for the job\'s tenant and admins', async () => {
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+    const url = hooks.url();
     const RESEND = `mutation($jobId: ID!) { resendWebhook(jobId: $jobId) { webhookId eventType url } }`;
     const p = (await gql(PREDICT, echo({ message: 'again' }, { wait: 10, webhookUrl: url }), a)).data.predict;
     const mine = () => received.filter((r) => JSON.parse(r.body).data.id === p.id);
@@ -554,7 +542,7 @@ describe('webhooks', () => {
   });
 
   it('after a start, sweeps back an hour for jobs whose terminal webhook was never sent', async () => {
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+    const url = hooks.url();
     // Ended 20 and 50 minutes ago with a webhook URL, announcements lost (a crash before announcing, say).
     const ended = async (minutesAgo: number) => (await owner.query(
       `INSERT INTO jobs (tenant_id, kind, service, status, hardware, devices, attempt, webhook_url, created_at, started_at, completed_at, output)
@@ -598,7 +586,7 @@ describe('webhooks', () => {
   });
 
   it('sends the webhook of a queued job cancelled while its message to the control plane is lost', async () => {
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+    const url = hooks.url();
     // Both devices of the node busy, so the next job waits QUEUED.
     const busy = await Promise.all([1, 2].map(async () => (await gql(PREDICT, echo({ sleepMs: 5000 }, { wait: 0 }), a)).data.predict.id as string));
     await waitFor(async () => (await owner.query(`SELECT count(*)::int AS n FROM jobs WHERE id = ANY($1) AND status IN ('ADMITTED','RUNNING')`, [busy])).rows[0].n === 2, 10_000, 'both devices busy');
