@@ -11,6 +11,7 @@ const BENCHES: Record<string, () => Promise<{ default: Bench }>> = {
   services: () => load('./services'),
   metering: () => load('./metering'),
   training: () => load('./training'),
+  'billing-reads': () => load('./billing-reads'),
 };
 
 async function main() {
