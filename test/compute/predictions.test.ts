@@ -361,6 +361,19 @@ describe('lost announcements', () => {
     expect(res.data.predict).toMatchObject({ id: job.id, status: 'CANCELED' });
     await cluster.cp.cx.redis.publish(keys(cluster.api.env.REDIS_PREFIX).cancel, JSON.stringify({ jobId: job.id }));
   }, 20_000);
+
+  it('a control plane in the API\'s process answers its waiters itself: with the API\'s pub/sub cut, a wait ends with its job', async () => {
+    const subscriber = (cluster.api.app.bus as unknown as { subscriber: import('ioredis').Redis }).subscriber;
+    const channel = keys(cluster.api.env.REDIS_PREFIX).jobUpdates;
+    await subscriber.unsubscribe(channel);
+    try {
+      const res = await gql(PREDICT, echo({ message: 'handed over' }, { wait: 30 }), a);
+      expect(res.data.predict).toMatchObject({ status: 'SUCCEEDED', output: { message: 'handed over' } });
+    } finally {
+      await subscriber.subscribe(channel);
+    }
+    // Without the in-process handoff this waits for the re-read, 5 s later: past this test's timeout.
+  }, 4_000);
 });
 
 describe('subscriptions', () => {
