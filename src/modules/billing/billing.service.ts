@@ -1,6 +1,7 @@
 import Stripe from 'stripe';
 import type { Logger } from 'pino';
 import type { Database } from '../../platform/db/database';
+import { statement } from '../../platform/db/sql';
 import { AppError, ErrorCode, badInput, notFound } from '../../platform/errors';
 import { actorOf, requireScope } from '../tenancy/principal';
 import { audit, type Caller, type TenancyService } from '../tenancy/tenancy.service';
@@ -85,16 +86,9 @@ export class BillingService {
     if (to.getTime() - from.getTime() > MAX_USAGE_RANGE_MS) throw badInput('to', 'the range may span at most 400 days');
     // Whole UTC days from the day totals, the partial first and last day from the ledger itself.
     const { wholeFrom, wholeTo } = wholeDays(from, to);
-    const rows: Array<{ service: string; hardware: string; job_kind: string; ms: string }> = await this.d.db.tenant(p.tenantId, (m) => m.query(
-      `SELECT service, hardware, job_kind, sum(ms)::text AS ms FROM (
-         SELECT service, hardware, job_kind, billable_ms AS ms FROM usage_day_totals
-          WHERE tenant_id = $1 AND day >= $4 AND day < $5
-         UNION ALL
-         SELECT service, hardware, job_kind, billable_ms FROM usage_ledger
-          WHERE tenant_id = $1 AND billable AND ((ended_at >= $2 AND ended_at < $4) OR (ended_at >= $5 AND ended_at < $3))
-       ) u GROUP BY service, hardware, job_kind`,
-      [p.tenantId, from, to, wholeFrom, wholeTo],
-    ));
+    const rows = await this.d.db.tenantQuery<{ service: string; hardware: string; job_kind: string; ms: string }>(
+      p.tenantId, USAGE, [p.tenantId, from, to, wholeFrom, wholeTo],
+    );
     const groups = new Map<string, { service: string; hardware: string; ms: bigint; pico: bigint }>();
     const meters = new Map<string, bigint>();
     let totalMs = 0n;
@@ -284,6 +278,16 @@ function toInvoiceView(inv: Stripe.Invoice): InvoiceView {
     hostedInvoiceUrl: inv.hosted_invoice_url ?? null,
   };
 }
+
+/** Usage of [$2, $3): whole days [$4, $5) from the day totals, the rest from the ledger. */
+const USAGE = statement('billing.usage', `
+  SELECT service, hardware, job_kind, sum(ms)::text AS ms FROM (
+    SELECT service, hardware, job_kind, billable_ms AS ms FROM usage_day_totals
+     WHERE tenant_id = $1 AND day >= $4 AND day < $5
+    UNION ALL
+    SELECT service, hardware, job_kind, billable_ms FROM usage_ledger
+     WHERE tenant_id = $1 AND billable AND ((ended_at >= $2 AND ended_at < $4) OR (ended_at >= $5 AND ended_at < $3))
+  ) u GROUP BY service, hardware, job_kind`);
 
 const DAY_MS = 86_400_000;
 

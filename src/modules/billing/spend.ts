@@ -1,6 +1,6 @@
 import { RefreshingCache } from '../../platform/cache';
 import type { Database } from '../../platform/db/database';
-import { poolOf, run, statement } from '../../platform/db/sql';
+import { run, statement } from '../../platform/db/sql';
 import { AppError, ErrorCode } from '../../platform/errors';
 import type { AdmissionGuard, NewJob } from '../compute/jobs.service';
 import { MS_PER_MINUTE, PICO, formatDecimal, roundCents } from './money';
@@ -73,7 +73,7 @@ export class BillingGuard {
       throw new AppError(ErrorCode.PAYMENT_REQUIRED, 'Payment for this account is overdue: new jobs are paused until the open invoice is paid');
     }
     if (tenant.spend_limit_cents === null) return;
-    const costs = await this.db.tenant(tenantId, (m) => periodCosts((sql, params) => m.query(sql, params), this.prices, [tenantId]));
+    const costs = await periodCosts((sql, params) => this.db.tenantQuery(tenantId, sql, params ?? []), this.prices, [tenantId]);
     const cost = costs.get(tenantId) ?? 0n;
     const max = await maxJobCost(this.prices, job);
     const limit = BigInt(tenant.spend_limit_cents) * PICO;
@@ -88,7 +88,7 @@ export class BillingGuard {
 
   private async row(tenantId: string): Promise<GuardRow | undefined> {
     const hit = await this.cache.get(tenantId, async () => {
-      const [row] = await run<GuardRow>(poolOf(this.db.dataSource), GUARD_ROW, [tenantId]);
+      const [row] = await run<GuardRow>(this.db.pool, GUARD_ROW, [tenantId]);
       return { row };
     });
     return hit?.row;

@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { Pool } from 'pg';
 import type { Database } from '../../platform/db/database';
-import { poolOf, run, statement, tenantTransaction } from '../../platform/db/sql';
+import { run, statement, tenantTransaction } from '../../platform/db/sql';
 import { AppError, ErrorCode } from '../../platform/errors';
 import type { AdmissionMessage, keys } from '../../platform/queue/messages';
 import { VIEW_COLUMNS } from './job-view';
@@ -35,7 +35,6 @@ const MAX_BATCH = 500;
 export class JobInserter {
   private readonly pending = new Map<string, Pending[]>();
   private readonly busy = new Set<string>();
-  private pool: Pool | null = null;
 
   constructor(private readonly db: Database, private readonly redis: Redis, private readonly k: ReturnType<typeof keys>) {}
 
@@ -74,7 +73,7 @@ export class JobInserter {
   private async flush(tenantId: string, batch: Pending[]): Promise<void> {
     let results: Array<Inserted | AppError>;
     try {
-      results = await insertJobs(this.pgPool(), tenantId, batch);
+      results = await insertJobs(this.db.pool, tenantId, batch);
     } catch (err) {
       if (batch.length === 1) return batch[0].reject(err);
       // One bad job must not fail the others: each on its own.
@@ -107,12 +106,7 @@ export class JobInserter {
    * xid flushes the WAL up to its commit record, and with it every earlier non-durable insert.
    */
   async barrier(): Promise<void> {
-    await this.pgPool().query('SELECT txid_current()');
-  }
-
-  private pgPool(): Pool {
-    this.pool ??= poolOf(this.db.dataSource);
-    return this.pool;
+    await this.db.pool.query('SELECT txid_current()');
   }
 }
 

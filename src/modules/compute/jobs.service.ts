@@ -1,9 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
-import type { Pool } from 'pg';
 import type { Database } from '../../platform/db/database';
-import { poolOf, run, statement, tenantTransaction } from '../../platform/db/sql';
+import { statement } from '../../platform/db/sql';
 import { notFound } from '../../platform/errors';
 import { keysetWhere, paginate, type PageArgs } from '../../platform/pagination';
 import type { AdmissionMessage, keys } from '../../platform/queue/messages';
@@ -261,20 +260,13 @@ export class JobsService {
 
   /**
    * One job of the tenant as a view. Read on every poll of a job: a prepared statement in a
-   * tenant transaction opened with one round trip (sql.ts), not TypeORM's four.
+   * tenant transaction opened with one round trip (`Database.tenantQuery`).
    */
   async read(tenantId: string, id: string, kind?: JobKind): Promise<JobView> {
     if (!isUuid(id)) throw notFound('Job');
-    const rows = await tenantTransaction(this.pgPool(), tenantId, (c) =>
-      kind ? run(c, READ_VIEW_OF_KIND, [id, tenantId, kind]) : run(c, READ_VIEW, [id, tenantId]));
+    const rows = await this.db.tenantQuery(tenantId, kind ? READ_VIEW_OF_KIND : READ_VIEW, kind ? [id, tenantId, kind] : [id, tenantId]);
     if (!rows[0]) throw notFound(kind === 'PREDICTION' ? 'Prediction' : 'Job');
     return toView(rows[0]);
-  }
-
-  private pool: Pool | null = null;
-  private pgPool(): Pool {
-    this.pool ??= poolOf(this.db.dataSource);
-    return this.pool;
   }
 
   /**

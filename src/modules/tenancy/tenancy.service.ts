@@ -3,7 +3,7 @@ import { z } from 'zod';
 import type { EntityManager } from 'typeorm';
 import { RefreshingCache } from '../../platform/cache';
 import type { Database } from '../../platform/db/database';
-import { poolOf, run, statement, tenantTransaction } from '../../platform/db/sql';
+import { run, statement } from '../../platform/db/sql';
 import { conflict, notFound, unauthenticated } from '../../platform/errors';
 import { keysetWhere, paginate, type PageArgs } from '../../platform/pagination';
 import { isUuid } from '../../platform/uuid';
@@ -123,11 +123,10 @@ export class TenancyService {
 
   /** The key's principal, or null when no live key has this secret: one statement (nimbus_api_key). */
   private async lookUpApiKey(prefix: string, hash: string): Promise<Principal | null> {
-    const pool = poolOf(this.db.dataSource);
-    const [row] = await run<ApiKeyRow>(pool, API_KEY_BY_PREFIX, [prefix]);
+    const [row] = await run<ApiKeyRow>(this.db.pool, API_KEY_BY_PREFIX, [prefix]);
     if (!row || !safeEqualHex(row.secret_hash, hash) || row.revoked_at) return null;
     if (!row.last_used_at || Date.now() - row.last_used_at.getTime() > LAST_USED_GRANULARITY_MS) {
-      await tenantTransaction(pool, row.tenant_id, (c) => run(c, TOUCH_API_KEY, [row.id]));
+      await this.db.tenantQuery(row.tenant_id, TOUCH_API_KEY, [row.id]);
     }
     return { kind: 'apiKey', tenantId: row.tenant_id, apiKeyId: row.id, scopes: new Set(row.scopes), operator: false };
   }
@@ -204,7 +203,7 @@ export class TenancyService {
   /** Plan and status of a tenant, cached briefly: read on every request for rate limits and gating. */
   async tenantProfile(tenantId: string): Promise<TenantProfile> {
     const value = await this.profiles.get(tenantId, async () => {
-      const [row] = await run<TenantProfile>(poolOf(this.db.dataSource), TENANT_PROFILE, [tenantId]);
+      const [row] = await run<TenantProfile>(this.db.pool, TENANT_PROFILE, [tenantId]);
       return row ?? null;
     });
     if (!value) throw unauthenticated('Tenant no longer exists');
