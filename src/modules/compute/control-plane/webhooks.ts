@@ -174,7 +174,7 @@ export async function post(rawUrl: string, headers: Record<string, string>, body
   const client = url.protocol === 'https:' ? https : http;
   return new Promise<number>((resolve, reject) => {
     const req = client.request(url, {
-      method: 'POST', headers: { ...headers, 'content-length': Buffer.byteLength(body) }, timeout: timeoutMs,
+      method: 'POST', headers: { ...headers, 'content-length': Buffer.byteLength(body) },
       lookup: (_host, _opts, cb) => (cb as (e: null, a: string, f: number) => void)(null, pinned.address, pinned.family),
     }, (res) => {
       clearTimeout(timer);
@@ -182,7 +182,6 @@ export async function post(rawUrl: string, headers: Record<string, string>, body
       res.destroy(); // the status is the answer; a body, however long, is not waited for
     });
     const timer = setTimeout(() => req.destroy(new Error('timed out')), Math.max(0, deadline - Date.now()));
-    req.on('timeout', () => req.destroy(new Error('timed out')));
     req.on('error', (err) => {
       clearTimeout(timer);
       reject(err);
