@@ -33,6 +33,8 @@ const RESEND_ATTEMPTS = 3;
  */
 export class WebhookDeliveriesService {
   private queue: Queue<WebhookTask> | null = null;
+  /** BullMQ leaves a connection it was handed open: it is closed here, after the queue. */
+  private connection: Redis | null = null;
 
   constructor(private readonly db: Database, private readonly redis?: Redis, private readonly redisPrefix = 'nimbus') {}
 
@@ -67,9 +69,6 @@ export class WebhookDeliveriesService {
     }
     return this.queue;
   }
-
-  /** BullMQ leaves a connection it was handed open: it is closed here, after the queue. */
-  private connection: Redis | null = null;
 
   async close(): Promise<void> {
     await this.queue?.close();

@@ -7,7 +7,7 @@ import { RUNTIMES, runTimed, runtimeFor } from './registry';
 import { canceled, RuntimeError, type JobContext, type RunResult, type RuntimeHost } from './types';
 
 export * from './types';
-export { compiledSibling, projectRoot, modulePath } from './paths';
+export { compiledSibling, modulePath } from './paths';
 
 export interface RuntimeHostOptions {
   /** Worker threads for model inference (default 2). */

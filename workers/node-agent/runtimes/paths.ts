@@ -1,17 +1,6 @@
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
-/** The repository root: the folder holding package.json above `from`, skipping dist/. */
-export function projectRoot(from: string = __dirname): string {
-  let dir = from;
-  for (;;) {
-    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'node_modules'))) return dir;
-    const parent = dirname(dir);
-    if (parent === dir) throw new Error(`no project root above ${from}`);
-    dir = parent;
-  }
-}
-
 export { compiledSibling } from '../../../src/platform/paths';
 
 /** A file inside an installed package (model files and wasm are read directly, not required). */
