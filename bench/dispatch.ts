@@ -516,11 +516,12 @@ const dispatch: Bench = async (args) => {
     // Every job update of this run, stamped on arrival (what a waiting client would see).
     const terminalAt = new Map<string, { status: string; at: number }>();
     updates = new Redis(env.REDIS_URL, { maxRetriesPerRequest: null });
-    updates.on('message', (_ch, msg) => {
+    // Every job's channel (one per job, JobUpdateBus), by pattern.
+    updates.on('pmessage', (_pattern, _ch, msg) => {
       const u = JSON.parse(msg) as { jobId: string; tenantId?: string; status: string };
       if (u.tenantId === tid && TERMINAL.has(u.status) && !terminalAt.has(u.jobId)) terminalAt.set(u.jobId, { status: u.status, at: hr() });
     });
-    await updates.subscribe(cp.cx.keys.jobUpdates);
+    await updates.psubscribe(cp.cx.keys.allJobUpdates);
 
     agent = spawn(process.execPath, [...(process.env.BENCH_AGENT_NODE_ARGS?.split(' ').filter(Boolean) ?? []), AGENT_MAIN, '--name', nodeName, '--hardware', 'CPU', '--devices', String(devices)], {
       env: childEnv, stdio: ['ignore', 'ignore', 'inherit'],

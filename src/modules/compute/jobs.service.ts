@@ -153,6 +153,9 @@ export class JobsService {
     }
     onCreated?.();
     if (!waiter) return toView({ ...created.row, billable_ms: 0 }); // as inserted: no second read
+    // The admitter hears of the job only now: an end published after this is seen if Redis had
+    // taken the subscription by now, else the job is read once it has.
+    waiter.recheckUnlessSubscribed();
     const ended = await this.awaitEnd(tenantId, id, waiter, waitSeconds * 1000);
     if (ended) return ended;
     await this.inserter.barrier();
@@ -162,6 +165,7 @@ export class JobsService {
   private async waitAndRead(tenantId: string, id: string, waitSeconds: number): Promise<JobView> {
     if (waitSeconds > 0) {
       const waiter = this.bus.waiter(id, (u) => TERMINAL.has(u.status as JobStatus));
+      waiter.recheckUnlessSubscribed(); // an end between this read and the subscription is read again
       const now = await this.read(tenantId, id).catch((err) => {
         waiter.cancel();
         throw err;
@@ -279,6 +283,7 @@ export class JobsService {
     const p = requireScope(caller.principal, 'READ');
     const stream = this.bus.stream(id, signal, recheckMs);
     try {
+      stream.recheckUnlessSubscribed(); // an update between this read and the subscription: read again
       let last = await this.read(p.tenantId, id, kind);
       yield last;
       if (TERMINAL.has(last.status)) return;

@@ -104,11 +104,11 @@ export class TrainingService {
     log: Logger,
     private readonly opts: { allowPlainHttpWebhooks: boolean } = { allowPlainHttpWebhooks: false },
   ) {
-    // In the API the orchestrator only submits a job's first trials; updates go out on the job-updates channel.
+    // In the API the orchestrator only submits a job's first trials; updates go out on the job's update channel.
     this.orchestrator = new TrainingOrchestrator({
       db, jobs, store, log,
       announce: async (row) => {
-        await redis.publish(k.jobUpdates, JSON.stringify({ jobId: row.id, tenantId: row.tenant_id, status: row.status, progress: row.progress }));
+        await redis.publish(k.jobUpdates(row.id), JSON.stringify({ jobId: row.id, tenantId: row.tenant_id, status: row.status, progress: row.progress }));
       },
     });
   }

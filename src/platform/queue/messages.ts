@@ -13,8 +13,13 @@ export const keys = (prefix: string) => ({
   events: `${prefix}:stream:node-events`,
   /** Stream of API → admitter "a job is waiting" wake-ups (Postgres is the truth; this is latency). */
   admission: `${prefix}:stream:admission`,
-  /** Pub/sub: job updates for waiting requests and subscriptions, published after each commit. */
-  jobUpdates: `${prefix}:pub:job-updates`,
+  /**
+   * Pub/sub: one job's updates for waiting requests and subscriptions, published after each
+   * commit; API processes subscribe to the jobs they wait for (JobUpdateBus).
+   */
+  jobUpdates: (jobId: string) => `${prefix}:pub:job:${jobId}`,
+  /** Matches every job's update channel (PSUBSCRIBE; for tools that watch all jobs, e.g. benchmarks). */
+  allJobUpdates: `${prefix}:pub:job:*`,
   /** Pub/sub: cancellations for node agents. */
   cancel: `${prefix}:pub:cancel`,
   /** A cancelled job id, checked by a node before it starts an attempt it already pulled. */

@@ -14,7 +14,7 @@ export interface AnnounceRow {
   replayed?: boolean;
 }
 
-/** Views larger than this are not published (every API process receives every update): readers fetch them. */
+/** Views larger than this are not published (pub/sub buffers them whole, in Redis and in every subscriber): readers fetch them. */
 const MAX_PUBLISHED_VIEW_BYTES = 64 * 1024;
 
 /** Runs in the control plane after a job reaches a terminal state (e.g. a training orchestrator). */
@@ -50,7 +50,7 @@ export class Announcer {
       const pipe = this.cx.redis.pipeline();
       const local = this.localBus;
       const messages = rows.map(updateMessage);
-      for (const m of messages) pipe.publish(this.cx.keys.jobUpdates, local ? local.tagged(m) : m);
+      rows.forEach((r, i) => pipe.publish(this.cx.keys.jobUpdates(r.id), local ? local.tagged(messages[i]) : messages[i]));
       const published = pipe.exec();
       // After the PUBLISHes are handed to the socket: this process's waiters answer while Redis
       // carries the updates to the other API processes.

@@ -315,7 +315,7 @@ export class Scheduler {
     for (const r of rows) {
       this.activeAttempt.delete(r.id);
       metrics.preemptions.inc({ hardware: r.hardware });
-      stopAttempt(tell, k, r.id, r.attempt, 'PREEMPTED').publish(k.jobUpdates, JSON.stringify({ jobId: r.id, status: 'QUEUED' }));
+      stopAttempt(tell, k, r.id, r.attempt, 'PREEMPTED').publish(k.jobUpdates(r.id), JSON.stringify({ jobId: r.id, status: 'QUEUED' }));
     }
     if (rows.length) {
       await tell.exec().catch((err: Error) => {
