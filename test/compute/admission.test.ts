@@ -62,10 +62,10 @@ it('borrows idle capacity up to the limit, and the borrowed job is preempted (re
   const a2Now = await job(a, a2);
   expect(a2Now.status).toBe('QUEUED');
   expect((await job(a, a3)).status).toBe('QUEUED'); // beyond its limit while borrowed capacity is taken
-  // The preempted attempt is recorded but not billed.
+  // The preempted attempt is recorded, not billed, by the preemption itself; its node's late end adds nothing.
   await waitFor(async () => (await owner.query('SELECT 1 FROM usage_ledger WHERE job_id = $1', [a2])).rowCount === 1, 5000, 'a2 ledger');
   const { rows } = await owner.query('SELECT billable, reason FROM usage_ledger WHERE job_id = $1', [a2]);
-  expect(rows).toEqual([{ billable: false, reason: 'STALE_ATTEMPT' }]);
+  expect(rows).toEqual([{ billable: false, reason: 'PREEMPTED' }]);
   // When B is done, A gets its borrowed slot back and the preempted job runs again (attempt 2).
   await cancelAll(b, [b1]);
   await waitFor(async () => { const j = await job(a, a2); return j.status === 'RUNNING' && j.attempt === 2; }, 10_000, 'a2 resumed');

@@ -31,6 +31,7 @@ const SIDE_EFFECTS = /^training(\.|$)/;
 
 interface Running {
   controller: AbortController;
+  jobId: string;
   attempt: number;
 }
 
@@ -44,8 +45,13 @@ export class NodeAgent {
   private readonly subscriber: Redis;
   private worker: Worker<DispatchMessage> | null = null;
   private heartbeat: NodeJS.Timeout | null = null;
+  /**
+   * The attempts running here, by `job:attempt`: two attempts of one job can overlap on a node (a
+   * stale one not yet stopped, its job re-admitted here), and each is stopped, reported and
+   * cancelled on its own.
+   */
   private readonly running = new Map<string, Running>();
-  /** `job:attempt` of the attempts this node is running (see runAttempt). */
+  /** `job:attempt` of the attempts this node is running or about to (see runAttempt). */
   private readonly inProgress = new Set<string>();
   private readonly k: ReturnType<typeof keys>;
   private readonly startedAt = Date.now();
@@ -94,7 +100,7 @@ export class NodeAgent {
   private async beat(): Promise<void> {
     const info: NodeInfo = {
       name: this.opts.name, hardware: this.opts.hardware, devices: this.opts.devices, gpuModel: this.opts.gpuModel ?? null,
-      startedAt: this.startedAt, running: [...this.running].map(([jobId, r]) => `${jobId}:${r.attempt}`), beatAt: Date.now(),
+      startedAt: this.startedAt, running: [...this.running.keys()], beatAt: Date.now(),
     };
     await this.redis.multi()
       .sadd(this.k.nodeSet, this.opts.name)
@@ -110,20 +116,21 @@ export class NodeAgent {
    * it runs, so a lost message costs a second.
    */
   private async abortCanceled(): Promise<void> {
-    const running = [...this.running];
+    const running = [...this.running.values()];
     if (running.length === 0) return;
     const pipe = this.redis.pipeline();
-    for (const [jobId, r] of running) pipe.exists(this.k.canceled(jobId), this.k.stopped(jobId, r.attempt));
+    for (const r of running) pipe.exists(this.k.canceled(r.jobId), this.k.stopped(r.jobId, r.attempt));
     const res = (await pipe.exec()) ?? [];
-    running.forEach(([jobId, r], i) => {
-      if (Number(res[i]?.[1]) > 0 && this.running.get(jobId) === r) r.controller.abort();
+    running.forEach((r, i) => {
+      if (Number(res[i]?.[1]) > 0) r.controller.abort();
     });
   }
 
   private onCancel(msg: string): void {
     const { jobId, attempt } = JSON.parse(msg) as { jobId: string; attempt?: number };
-    const r = this.running.get(jobId);
-    if (r && (attempt === undefined || attempt === r.attempt)) r.controller.abort();
+    for (const r of this.running.values()) {
+      if (r.jobId === jobId && (attempt === undefined || attempt === r.attempt)) r.controller.abort();
+    }
   }
 
   private emit(event: NodeEvent): Promise<unknown> {
@@ -181,7 +188,8 @@ export class NodeAgent {
         if (canceled) controller.abort();
       });
     }
-    this.running.set(d.jobId, { controller, attempt: d.attempt });
+    const key = `${d.jobId}:${d.attempt}`;
+    this.running.set(key, { controller, jobId: d.jobId, attempt: d.attempt });
     const startedAt = Date.now();
     const t0 = performance.now();
     // Events go out on one connection, so `started` always precedes this attempt's progress and end.
@@ -237,7 +245,7 @@ export class NodeAgent {
       });
     } finally {
       clearTimeout(startTimer);
-      this.running.delete(d.jobId);
+      this.running.delete(key);
     }
   }
 }

@@ -2,6 +2,7 @@ import { HEARTBEAT_TTL_MS, STOPPED_MARKER_SECONDS, type NodeInfo } from '../../.
 import { ANNOUNCE_COLUMNS, type Announcer, type AnnounceRow } from './announcer';
 import type { ControlPlaneContext } from './context';
 import type { Scheduler } from './scheduler';
+import { recordTakenBackAttempts } from './superseded';
 
 interface Known {
   info: NodeInfo;
@@ -125,21 +126,13 @@ export class NodeMonitor {
 
   /**
    * Gives up the current attempt of matching ADMITTED/RUNNING jobs: a non-billable ledger row for
-   * attempts that had started, then back to QUEUED, or FAILED after max_attempts platform faults.
+   * the attempt (recordTakenBackAttempts), then back to QUEUED, or FAILED after max_attempts
+   * platform faults.
    */
   async abandonAttempts(where: string, params: unknown[], code: string, message: string): Promise<AnnounceRow[]> {
     const rows = await this.cx.db.transaction(async (m) => {
       const n = params.length;
-      // Job rows first, in id order, as the recorder locks them: never ledger-then-job against job-then-ledger.
-      await m.query(`SELECT id FROM jobs WHERE ${where} AND status IN ('ADMITTED','RUNNING') ORDER BY id FOR UPDATE`, params);
-      await m.query(
-        `INSERT INTO usage_ledger (tenant_id, job_id, attempt, job_kind, service, hardware, devices, node_id, started_at, ended_at, billable_ms, billable, reason)
-         SELECT tenant_id, id, attempt, kind, service, hardware, devices, node_id, started_at, now(),
-                (devices * extract(epoch FROM now() - started_at) * 1000)::bigint, false, $${n + 1}
-           FROM jobs WHERE ${where} AND status = 'RUNNING' AND started_at IS NOT NULL
-         ON CONFLICT (job_id, attempt) DO NOTHING`,
-        [...params, code],
-      );
+      await recordTakenBackAttempts(m, where, params, code);
       return (await m.query(
         `UPDATE jobs SET node_id = NULL, borrowed = false, progress = 0,
                 status = CASE WHEN attempt >= max_attempts THEN 'FAILED' ELSE 'QUEUED' END,

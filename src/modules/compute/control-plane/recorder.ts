@@ -215,29 +215,36 @@ const ENDED_COLUMNS = [...new Set([...ANNOUNCE_COLUMNS.split(', '), ...VIEW_COLU
 /**
  * One statement, so one atomic, durable commit: the ledger rows (unique per job × attempt, so a
  * replayed end inserts nothing) and the jobs' terminal states (guarded by attempt and status, so a
- * replayed or stale end changes nothing). All parts see the same snapshot: the ledger's `billable`
- * judges the job as it was before this end, and `billable_ms` adds the rows inserted here to those
- * committed before. `o` is the row before the update (for the STARTED webhook of a folded start).
- * `locked` takes the jobs' row locks, in id order, before anything is written (`e` cannot yield a
- * row until the count is done), the order every other writer of jobs + ledger uses: no deadlock.
- * `replayed` returns, unchanged, the jobs this very end (same attempt, status and end time) has
- * ended before: an end read again after a failure between its commit and its announcement (a
- * crash, Redis or Postgres failing under the webhook enqueue) is announced again, so its waiters,
- * webhook and hooks are not lost; the webhook's id is the same, so it is not sent twice while
- * BullMQ still holds it, and receivers deduplicate by it in any case (Standard Webhooks). All
- * parts see the snapshot from before the statement, so a job ended here is never also `replayed`.
+ * replayed or stale end changes nothing). `locked` takes the jobs' row locks, in id order, before
+ * anything is written (`e` yields no row until `locked` is complete), the order every other writer
+ * of jobs + ledger uses: no deadlock. A locking read returns each row as last committed, also when
+ * it had to wait for another writer (a preemption, a node given up as lost), so `billable` and
+ * `replayed` judge the job from `l`, never from the statement's snapshot (`j`, which may predate
+ * such a writer; it serves only columns no writer changes). An attempt the control plane took
+ * back (preempted, given up as lost) has its non-billable row already (recordTakenBackAttempts):
+ * its late end inserts nothing. Otherwise the end of the job's current attempt is billable unless
+ * the job is QUEUED (taken back by a writer that left no row); any other attempt's is not.
+ * `billable_ms` adds the rows inserted here to those committed before. `o` is the row before the
+ * update (for the STARTED webhook of a folded start). `replayed` returns, unchanged, the jobs
+ * this very end (same attempt, status and end time) has ended before: an end read again after a
+ * failure between its commit and its announcement (a crash, Redis or Postgres failing under the
+ * webhook enqueue) is announced again, so its waiters, webhook and hooks are not lost; the
+ * webhook's id is the same, so it is not sent twice while BullMQ still holds it, and receivers
+ * deduplicate by it in any case (Standard Webhooks). `l` is the row before this statement's own
+ * update, so a job ended here is never also `replayed`.
  */
 export const ENDED = statement('recorder.ended', `
-  WITH locked AS (
-    SELECT count(*) AS n FROM (SELECT 1 FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE) l
+  WITH locked AS MATERIALIZED (
+    SELECT id, attempt, status, completed_at FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
   ), e AS (
-    SELECT e.* FROM locked, unnest($1::uuid[], $2::int[], $3::text[], $4::jsonb[], $5::jsonb[], $6::float8[], $7::float8[], $8::jsonb[], $9::int[], $10::text[], $11::bigint[])
+    SELECT e.* FROM unnest($1::uuid[], $2::int[], $3::text[], $4::jsonb[], $5::jsonb[], $6::float8[], $7::float8[], $8::jsonb[], $9::int[], $10::text[], $11::bigint[])
       AS e(job_id, attempt, status, output, error, started, ended, metrics, devices, node, ms)
+     WHERE (SELECT count(*) FROM locked) >= 0
   ), ledger AS (
     INSERT INTO usage_ledger (tenant_id, job_id, attempt, job_kind, service, hardware, devices, node_id, started_at, ended_at, billable_ms, billable, reason)
     SELECT j.tenant_id, j.id, e.attempt, j.kind, j.service, j.hardware, e.devices, e.node, to_timestamp(e.started / 1000.0), to_timestamp(e.ended / 1000.0),
-           e.ms, (j.attempt = e.attempt AND j.status <> 'QUEUED'), CASE WHEN j.attempt = e.attempt AND j.status <> 'QUEUED' THEN NULL ELSE 'STALE_ATTEMPT' END
-      FROM e JOIN jobs j ON j.id = e.job_id
+           e.ms, (l.attempt = e.attempt AND l.status <> 'QUEUED'), CASE WHEN l.attempt = e.attempt AND l.status <> 'QUEUED' THEN NULL ELSE 'STALE_ATTEMPT' END
+      FROM e JOIN locked l ON l.id = e.job_id JOIN jobs j ON j.id = e.job_id
      WHERE e.started IS NOT NULL
     ON CONFLICT (job_id, attempt) DO NOTHING
     RETURNING job_id, billable_ms, billable
@@ -251,9 +258,9 @@ export const ENDED = statement('recorder.ended', `
     RETURNING ${ENDED_COLUMNS}, o.status AS prev_status, false AS replayed
   ), replayed AS (
     SELECT ${ENDED_COLUMNS}, j.status AS prev_status, true AS replayed
-      FROM e JOIN jobs j ON j.id = e.job_id
-     WHERE j.attempt = e.attempt AND j.status || '' IN ('SUCCEEDED','FAILED','CANCELED') AND j.status = e.status
-       AND j.completed_at = to_timestamp(e.ended / 1000.0)
+      FROM e JOIN locked l ON l.id = e.job_id JOIN jobs j ON j.id = e.job_id
+     WHERE l.attempt = e.attempt AND l.status IN ('SUCCEEDED','FAILED','CANCELED') AND l.status = e.status
+       AND l.completed_at = to_timestamp(e.ended / 1000.0)
   )
   SELECT upd.*, (COALESCE((SELECT sum(u.billable_ms) FROM usage_ledger u WHERE u.job_id = upd.id AND u.billable), 0)
                + COALESCE((SELECT sum(l.billable_ms) FROM ledger l WHERE l.job_id = upd.id AND l.billable), 0))::bigint AS billable_ms

@@ -2,6 +2,7 @@ import { Queue } from 'bullmq';
 import { Admitter, toPending, type ActiveJob, type Admission, type NodeSpec, type Preemption } from '../admission';
 import { MAX_DISPATCH_BATCH, bullPrefix, type AdmissionMessage, type DispatchMessage, type DispatchPayload, type Hardware } from '../../../platform/queue/messages';
 import { relaxedRun, stopAttempt, type ControlPlaneContext } from './context';
+import { recordTakenBackAttempts } from './superseded';
 import { statement } from '../../../platform/db/sql';
 
 interface AdmittedRow {
@@ -300,16 +301,22 @@ export class Scheduler {
    * Requeues the victims in Postgres, then tells their nodes: pub/sub at once, and a marker per
    * attempt that the node reads before it starts an attempt and with every heartbeat, so a lost
    * message (a node reconnecting) costs a heartbeat, not the victim's whole run on devices that
-   * were given to another job. Only the UPDATE may throw (the decision is then reverted): once it
+   * were given to another job. Only the transaction may throw (the decision is then reverted): once it
    * has committed, the victims are queued in Postgres whatever Redis does.
    */
   private async applyPreemptions(preempts: Preemption[]): Promise<void> {
-    const rows: Array<{ id: string; attempt: number; hardware: Hardware }> = (await this.cx.db.query(
-      `UPDATE jobs SET status = 'QUEUED', node_id = NULL, borrowed = false, progress = 0
-        WHERE id = ANY($1::uuid[]) AND status IN ('ADMITTED','RUNNING')
-        RETURNING id, attempt, hardware`,
-      [preempts.map((p) => p.jobId)],
-    ))[0];
+    const ids = preempts.map((p) => p.jobId);
+    const rows: Array<{ id: string; attempt: number; hardware: Hardware }> = await this.cx.db.transaction(async (m) => {
+      // The preempted attempts are recorded, not billable, before they are taken back: their ends,
+      // if their nodes still report them, then bill nothing whatever the jobs become.
+      await recordTakenBackAttempts(m, 'id = ANY($1::uuid[])', [ids], 'PREEMPTED');
+      return (await m.query(
+        `UPDATE jobs SET status = 'QUEUED', node_id = NULL, borrowed = false, progress = 0
+          WHERE id = ANY($1::uuid[]) AND status IN ('ADMITTED','RUNNING')
+          RETURNING id, attempt, hardware`,
+        [ids],
+      ))[0];
+    });
     const { redis, keys: k, metrics } = this.cx;
     const tell = redis.multi();
     for (const r of rows) {
