@@ -1,4 +1,5 @@
 import { badInput } from './errors';
+import { isUuid } from './uuid';
 
 export interface PageArgs {
   first?: number | null;
@@ -22,7 +23,8 @@ export const encodeCursor = (k: Keyset) => Buffer.from(`${k.createdAt.toISOStrin
 export function decodeCursor(cursor: string): Keyset {
   const [at, id] = Buffer.from(cursor, 'base64url').toString().split('|');
   const createdAt = new Date(at);
-  if (!id || Number.isNaN(createdAt.getTime())) throw badInput('after', 'not a valid cursor');
+  // Every listed row has a uuid id: anything else is not one of our cursors (and would fail in SQL).
+  if (!id || !isUuid(id) || Number.isNaN(createdAt.getTime())) throw badInput('after', 'not a valid cursor');
   return { createdAt, id };
 }
 

@@ -124,6 +124,37 @@ describe('API keys', () => {
     expect(refusedAfter!).toBeLessThanOrEqual(3000); // 2 s bound, plus the request in flight on a loaded machine
   });
 
+  it('a request made while the revocation commits cannot re-cache the key: refused once revokeApiKey returns', async () => {
+    const t = await signUpTenant(api, 'Revoker');
+    const key = await createApiKey(api, t.token, ['READ'], 'to-revoke');
+    // Use the key once: last_used_at is now fresh, so later lookups do not touch (and lock) its row.
+    expect((await api.gql(ME, {}, key.secret)).data.me.tenant.id).toBe(t.tenantId);
+
+    // Hold the revoke's transaction open between its cache forget and its commit: its audit insert
+    // waits on this lock (the api_keys UPDATE has already run, uncommitted).
+    const blocker = await ownerClient();
+    await blocker.query('BEGIN');
+    await blocker.query('LOCK TABLE audit_events IN EXCLUSIVE MODE');
+    const revoking = api.gql(REVOKE, { id: key.id }, t.token);
+    // Wait until the revoke is waiting on the lock.
+    for (let i = 0; i < 100; i++) {
+      const w = await owner.query(`SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted AND relation = 'audit_events'::regclass`);
+      if (w.rows[0].n > 0) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    // A request with the key in that window: the cache was just emptied, the DB still says "not revoked".
+    const during = await api.gql(ME, {}, key.secret);
+    expect(during.data?.me?.tenant?.id).toBe(t.tenantId);
+    await blocker.query('COMMIT');
+    await blocker.end();
+    const revoked = await revoking;
+    expect(revoked.data.revokeApiKey.revokedAt).toBeTruthy();
+
+    // A revocation applies in this process at once (README), even to a key looked up during its commit.
+    const after = await api.gql(ME, {}, key.secret);
+    expect(code(after)).toBe('UNAUTHENTICATED');
+  });
+
   it('rejects a key with a wrong secret for a real prefix', async () => {
     const t = await signUpTenant(api);
     const key = await createApiKey(api, t.token, ['READ']);

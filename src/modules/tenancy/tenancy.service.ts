@@ -165,17 +165,20 @@ export class TenancyService {
 
   async revokeApiKey(caller: Caller, id: string) {
     const p = requireScope(caller.principal, 'ADMIN');
-    return this.db.tenant(p.tenantId, async (m) => {
+    const row = await this.db.tenant(p.tenantId, async (m) => {
       const row = isUuid(id) ? await m.findOneBy(ApiKey, { id, tenantId: p.tenantId }) : null;
       if (!row) throw notFound('API key');
       if (!row.revokedAt) {
-        this.forgetApiKey(row.id);
         row.revokedAt = new Date();
         await m.save(row);
         await audit(m, p.tenantId, actorOf(p), 'api_key.revoked', 'ApiKey', row.id, {}, caller.requestId);
       }
       return row;
     });
+    // After the commit: a request that looked the key up before it (and cached it, unrevoked)
+    // is forgotten with everything else; every lookup from here on reads `revoked_at`.
+    this.forgetApiKey(row.id);
+    return row;
   }
 
   async apiKeys(caller: Caller, args: PageArgs) {
