@@ -348,3 +348,50 @@ async function counter(name: string, labels: Record<string, string> = {}): Promi
   const { values } = await cluster.api.app.metrics.registry.getSingleMetric(name)!.get();
   return values.filter((v) => Object.entries(labels).every(([k, want]) => v.labels[k] === want)).reduce((n, v) => n + v.value, 0);
 }
+
+describe('price-book changes', () => {
+  const setCpuPredictionPrice = async (cents: string) => {
+    await owner.query(`UPDATE price_book SET unit_amount_cents_per_minute = $1 WHERE job_kind = 'PREDICTION' AND hardware = 'CPU'`, [cents]);
+    // What `npm run stripe:setup` does: a new Price for the meter, for subscriptions created from now on.
+    cluster.cp.billing.prices.forget();
+    cluster.cp.billing.catalog!.forget();
+    await cluster.cp.billing.catalog!.sync();
+  };
+  afterAll(async () => {
+    await setCpuPredictionPrice('1.2');
+  });
+  const cpu = (minutes: number): UsageSpec => ({ service: 'system.echo', kind: 'PREDICTION', hardware: 'CPU', ms: minutes * 60_000 });
+  const totals = async (t: TestTenant) => {
+    await waitFor(allReported(t), 15_000, 'the meter reporter to send the usage');
+    const bill = (await gql(CURRENT_BILL, {}, t)).data.currentBill;
+    const usage = (await gql(USAGE, { from: bill.periodStart, to: bill.periodEnd }, t)).data.usage;
+    return { usage: usage.total.amountCents, bill: bill.total.amountCents };
+  };
+
+  it('a tenant\'s usage, bill and spend limit all price at the prices its subscription carries: old subscriptions keep theirs, new ones get the new price', async () => {
+    const old = await signUpTenant(cluster.api, 'Subscribed at 1.2');
+    await recordUsage(old, [cpu(10)]);
+    await waitFor(allReported(old), 15_000, 'the first usage to be reported');
+    await setCpuPredictionPrice('2.4');
+    await new Promise((r) => setTimeout(r, 5200)); // the API's price-book cache (5 s)
+    await recordUsage(old, [cpu(10)]);
+    const fresh = await signUpTenant(cluster.api, 'Subscribed at 2.4');
+    await recordUsage(fresh, [cpu(10)]);
+
+    const subscribed = async (t: TestTenant) =>
+      (await owner.query('SELECT subscribed_prices FROM tenants WHERE id = $1', [t.tenantId])).rows[0].subscribed_prices['PREDICTION:CPU'];
+    expect([await subscribed(old), await subscribed(fresh)]).toEqual(['1.2', '2.4']);
+    // Stripe invoices the old subscription at its Price: 20 min × 1.2 ¢; the usage view must say the same.
+    expect(await totals(old)).toEqual({ usage: 24, bill: 24 });
+    expect(await totals(fresh)).toEqual({ usage: 24, bill: 24 });
+
+    // The spend limit counts the month at 1.2 ¢ too: 24 ¢ used + a minute at 1.2 ¢ fits under 26 ¢ (at 2.4 ¢, 48 ¢ would not)...
+    expect((await gql(SET_SPEND_LIMIT, { amountCents: 26 }, old)).errors).toBeUndefined();
+    const fits = await gql(PREDICT, { input: { service: 'system.echo', input: { message: 'x' }, wait: 0 } }, old);
+    expect(fits.errors).toBeUndefined();
+    // ...and is reported at that price when it no longer fits.
+    expect((await gql(SET_SPEND_LIMIT, { amountCents: 25 }, old)).errors).toBeUndefined();
+    const refused = await gql(PREDICT, { input: { service: 'system.echo', input: { message: 'x' }, wait: 0 } }, old);
+    expect(refused.errors?.[0]?.extensions).toMatchObject({ code: 'SPEND_LIMIT_REACHED', periodCostCents: 24 });
+  });
+});

@@ -124,6 +124,23 @@ describe('POST /webhooks/stripe', () => {
     }
   });
 
+  it('runs the grace period from the failure, not from a late delivery of its event', async () => {
+    const lenient = await startTestApi(stripeEnv(fake, { BILLING_GRACE_SECONDS: '3600' }));
+    try {
+      const t = await tenantWithCustomer('Late failure');
+      // Stripe retried the payment_failed webhook for two hours before it got through.
+      const failedAt = Math.floor(Date.now() / 1000) - 7200;
+      expect((await deliver(invoiceEvent('invoice.payment_failed', t.customerId, failedAt))).body.outcome).toBe('applied');
+      const row = await tenantRow(t.tenantId);
+      expect(row.status).toBe('PAST_DUE');
+      expect(row.past_due_since.getTime()).toBe(failedAt * 1000);
+      // An hour's grace from the failure is over: no new jobs, even on the lenient API.
+      expect((await lenient.gql(PREDICT, echo, t.token)).errors?.[0]?.extensions?.code).toBe('PAYMENT_REQUIRED');
+    } finally {
+      await lenient.close();
+    }
+  });
+
   it('acknowledges events it does not act on and events for unknown customers', async () => {
     expect((await deliver(invoiceEvent('invoice.paid', 'cus_nobody'))).body.outcome).toBe('unknown_customer');
     expect((await deliver({ ...invoiceEvent('customer.created', 'cus_x'), data: { object: { id: 'cus_x', object: 'customer' } } })).body.outcome).toBe('ignored');

@@ -7,7 +7,7 @@ import { actorOf, requireScope } from '../tenancy/principal';
 import { audit, type Caller, type TenancyService } from '../tenancy/tenancy.service';
 import type { Tenant } from '../tenancy/tenancy.entities';
 import { MS_PER_MINUTE, PICO_DIGITS, formatDecimal, money, parseDecimal, roundCents, type Money } from './money';
-import { meterKey, type PriceBook } from './price-book';
+import { meterKey, type PriceBook, type SubscribedPrices } from './price-book';
 import { isMissing } from './stripe-gateway';
 import type { StripeAccounts } from './stripe-setup';
 
@@ -86,15 +86,17 @@ export class BillingService {
     if (to.getTime() - from.getTime() > MAX_USAGE_RANGE_MS) throw badInput('to', 'the range may span at most 400 days');
     // Whole UTC days from the day totals, the partial first and last day from the ledger itself.
     const { wholeFrom, wholeTo } = wholeDays(from, to);
-    const rows = await this.d.db.tenantQuery<{ service: string; hardware: string; job_kind: string; ms: string }>(
-      p.tenantId, USAGE, [p.tenantId, from, to, wholeFrom, wholeTo],
-    );
+    const [rows, [tenant]] = await Promise.all([
+      this.d.db.tenantQuery<{ service: string; hardware: string; job_kind: string; ms: string }>(p.tenantId, USAGE, [p.tenantId, from, to, wholeFrom, wholeTo]),
+      // Priced as Stripe invoices it: at the prices the tenant's subscription carries.
+      this.d.db.tenantQuery<{ subscribed_prices: SubscribedPrices }>(p.tenantId, SUBSCRIBED_PRICES, [p.tenantId]),
+    ]);
     const groups = new Map<string, { service: string; hardware: string; ms: bigint; pico: bigint }>();
     const meters = new Map<string, bigint>();
     let totalMs = 0n;
     for (const r of rows) {
       const ms = BigInt(r.ms);
-      const pico = ms * (await this.d.prices.price(r.job_kind, r.hardware)).perMsPico;
+      const pico = ms * (await this.d.prices.priceFor(tenant?.subscribed_prices, r.job_kind, r.hardware)).perMsPico;
       const key = `${r.service}\u0000${r.hardware}`;
       const g = groups.get(key) ?? { service: r.service, hardware: r.hardware, ms: 0n, pico: 0n };
       g.ms += ms;
@@ -200,6 +202,8 @@ export class BillingService {
     const object = event.data.object as { customer?: string | { id: string } | null };
     const customer = typeof object.customer === 'string' ? object.customer : object.customer?.id;
     // Finding the tenant by its Stripe customer crosses tenants (operator flag); the update is then scoped to it.
+    // The grace period runs from the failure (the event's creation), not from its delivery: a webhook
+    // Stripe retries for days must not lengthen it.
     return this.d.db.withSettings({ 'app.operator': 'on' }, async (m) => {
       const fresh = await m.query(
         'INSERT INTO stripe_events (id, type, created) VALUES ($1, $2, to_timestamp($3)) ON CONFLICT (id) DO NOTHING RETURNING id',
@@ -214,7 +218,7 @@ export class BillingService {
           await m.query(`SELECT set_config('app.tenant_id', $1, true)`, [tenant.id]);
           const [changed]: [unknown[], number] = await m.query(
             `UPDATE tenants SET status = $2, billing_status_at = to_timestamp($3),
-                    past_due_since = CASE WHEN $2 = 'PAST_DUE' THEN COALESCE(past_due_since, now()) END
+                    past_due_since = CASE WHEN $2 = 'PAST_DUE' THEN COALESCE(past_due_since, to_timestamp($3)) END
               WHERE id = $1 AND status <> 'SUSPENDED' AND (billing_status_at IS NULL OR billing_status_at <= to_timestamp($3))
               RETURNING id`,
             [tenant.id, status, event.created],
@@ -288,6 +292,8 @@ const USAGE = statement('billing.usage', `
     SELECT service, hardware, job_kind, billable_ms FROM usage_ledger
      WHERE tenant_id = $1 AND billable AND ((ended_at >= $2 AND ended_at < $4) OR (ended_at >= $5 AND ended_at < $3))
   ) u GROUP BY service, hardware, job_kind`);
+
+const SUBSCRIBED_PRICES = statement('billing.subscribed-prices', 'SELECT subscribed_prices FROM tenants WHERE id = $1');
 
 const DAY_MS = 86_400_000;
 

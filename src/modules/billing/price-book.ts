@@ -1,5 +1,5 @@
 import type { PriceSource } from '../services/services.service';
-import { PICO_DIGITS, formatDecimal, parseDecimal, perMsPico } from './money';
+import { MS_PER_MINUTE, PICO_DIGITS, formatDecimal, parseDecimal, perMsPico } from './money';
 
 export type PriceKind = 'PREDICTION' | 'TRAINING';
 export type Hardware = 'CPU' | 'GPU';
@@ -39,6 +39,12 @@ export interface Price {
   perMsDecimal: string;
 }
 
+/**
+ * The prices a tenant's Stripe subscription carries (`tenants.subscribed_prices`): cents per
+ * device-minute by meter key ("PREDICTION:CPU" → "1.2"); null or absent before it has one.
+ */
+export type SubscribedPrices = Record<string, string> | null | undefined;
+
 const TTL_MS = 5_000;
 
 /**
@@ -48,6 +54,8 @@ const TTL_MS = 5_000;
  */
 export class PriceBook implements PriceSource {
   private cached: { expires: number; prices: Promise<Map<string, Price>> } | null = null;
+  /** Parsed subscribed prices (a handful of distinct values), by "meter=cents". */
+  private readonly subscribedPrices = new Map<string, Price>();
 
   constructor(private readonly query: Query, private readonly ttlMs = TTL_MS) {}
 
@@ -67,6 +75,24 @@ export class PriceBook implements PriceSource {
     return p;
   }
 
+  /**
+   * What a tenant pays per device-millisecond: the price its Stripe subscription carries, which
+   * is what Stripe invoices it (a price-book change makes new Prices for subscriptions created
+   * after it; existing ones keep theirs), else, before it has a subscription, the price book's.
+   */
+  async priceFor(subscribed: SubscribedPrices, jobKind: string, hardware: string): Promise<Price> {
+    const own = subscribed?.[meterKey(jobKind, hardware)];
+    if (own === undefined) return this.price(jobKind, hardware);
+    const key = `${meterKey(jobKind, hardware)}=${own}`;
+    let p = this.subscribedPrices.get(key);
+    if (!p) {
+      p = toPrice(priceKindOf(jobKind), hardware as Hardware, own);
+      if (this.subscribedPrices.size > 1000) this.subscribedPrices.clear();
+      this.subscribedPrices.set(key, p);
+    }
+    return p;
+  }
+
   /** PriceSource for `services { pricing }`: cents per minute. */
   async unitPriceCents(kind: 'PREDICTION' | 'TRAINING', hardware: 'CPU' | 'GPU'): Promise<number> {
     return Number((await this.price(kind, hardware)).centsPerMinute);
@@ -81,13 +107,17 @@ export class PriceBook implements PriceSource {
       'SELECT job_kind, hardware, unit_amount_cents_per_minute::text AS cents FROM price_book',
     );
     const prices = new Map<string, Price>();
-    for (const r of rows) {
-      const centsPerMinute = formatDecimal(parseDecimal(r.cents, 6), 6);
-      const pico = perMsPico(centsPerMinute);
-      prices.set(meterKey(r.job_kind, r.hardware), {
-        kind: r.job_kind, hardware: r.hardware, centsPerMinute, perMsPico: pico, perMsDecimal: formatDecimal(pico, PICO_DIGITS),
-      });
-    }
+    for (const r of rows) prices.set(meterKey(r.job_kind, r.hardware), toPrice(r.job_kind, r.hardware, r.cents));
     return prices;
   }
 }
+
+function toPrice(kind: PriceKind, hardware: Hardware, cents: string): Price {
+  const centsPerMinute = formatDecimal(parseDecimal(cents, 6), 6);
+  const pico = perMsPico(centsPerMinute);
+  return { kind, hardware, centsPerMinute, perMsPico: pico, perMsDecimal: formatDecimal(pico, PICO_DIGITS) };
+}
+
+/** Cents per device-minute of a Stripe price's per-millisecond `unit_amount_decimal`. */
+export const centsPerMinuteOf = (perMsDecimal: string): string =>
+  formatDecimal(parseDecimal(perMsDecimal, PICO_DIGITS) * MS_PER_MINUTE, PICO_DIGITS);

@@ -5,7 +5,7 @@ import { postSigned, webhookWorkerSettings } from '../compute/control-plane/webh
 import { SIGNING_SECRET_COLUMNS, type SigningSecrets } from '../compute/webhook-signing';
 import type { BillingMetrics } from './billing.metrics';
 import { MS_PER_MINUTE, PICO, money, roundCents } from './money';
-import type { PriceBook } from './price-book';
+import type { PriceBook, SubscribedPrices } from './price-book';
 import { periodCosts, periodOf } from './spend';
 
 export const SPEND_THRESHOLDS = [80, 100] as const;
@@ -59,8 +59,8 @@ export class SpendMonitor {
   async check(): Promise<void> {
     if (Date.now() - this.lastRun < this.minIntervalMs) return;
     this.lastRun = Date.now();
-    const tenants: Array<{ id: string; spend_limit_cents: number }> = await this.cx.db.query(
-      'SELECT id, spend_limit_cents FROM tenants WHERE spend_limit_cents IS NOT NULL',
+    const tenants: Array<{ id: string; spend_limit_cents: number; subscribed_prices: SubscribedPrices }> = await this.cx.db.query(
+      'SELECT id, spend_limit_cents, subscribed_prices FROM tenants WHERE spend_limit_cents IS NOT NULL',
     );
     if (tenants.length === 0) return;
     const ids = tenants.map((t) => t.id);
@@ -85,7 +85,7 @@ export class SpendMonitor {
       let total = cost;
       const perMs = new Map<string, bigint>();
       for (const j of mine) {
-        const p = (await this.prices.price(j.kind, j.hardware)).perMsPico;
+        const p = (await this.prices.priceFor(t.subscribed_prices, j.kind, j.hardware)).perMsPico;
         perMs.set(j.id, p);
         total += BigInt(j.devices) * BigInt(j.ms) * p;
       }

@@ -4,7 +4,7 @@ import { run, statement } from '../../platform/db/sql';
 import { AppError, ErrorCode } from '../../platform/errors';
 import type { AdmissionGuard, NewJob } from '../compute/jobs.service';
 import { MS_PER_MINUTE, PICO, formatDecimal, roundCents } from './money';
-import type { PriceBook, Query } from './price-book';
+import type { PriceBook, Query, SubscribedPrices } from './price-book';
 
 /** The spend-limit period: the calendar month (UTC) holding `at`, keyed "2026-11". */
 export function periodOf(at: Date): { key: string; start: Date; end: Date } {
@@ -14,26 +14,28 @@ export function periodOf(at: Date): { key: string; start: Date; end: Date } {
 }
 
 /**
- * Billable ledger cost of the current UTC month per tenant, in exact pico-cents: read from the
- * ledger's month totals (migration UsageMonthTotals), a few rows per tenant however long the month.
+ * Billable ledger cost of the current UTC month per tenant, in exact pico-cents, at the prices
+ * the tenant's subscription carries (PriceBook.priceFor): read from the ledger's month totals
+ * (migration UsageMonthTotals), a few rows per tenant however long the month.
  */
 export async function periodCosts(query: Query, prices: PriceBook, tenantIds: string[]): Promise<Map<string, bigint>> {
-  const rows: Array<{ tenant_id: string; job_kind: string; hardware: string; ms: string }> = await query(
-    `SELECT tenant_id, job_kind, hardware, billable_ms::text AS ms FROM usage_month_totals
-      WHERE tenant_id = ANY($1::uuid[]) AND month = date_trunc('month', now(), 'UTC')`,
+  const rows: Array<{ tenant_id: string; job_kind: string; hardware: string; ms: string; subscribed_prices: SubscribedPrices }> = await query(
+    `SELECT m.tenant_id, m.job_kind, m.hardware, m.billable_ms::text AS ms, t.subscribed_prices
+       FROM usage_month_totals m JOIN tenants t ON t.id = m.tenant_id
+      WHERE m.tenant_id = ANY($1::uuid[]) AND m.month = date_trunc('month', now(), 'UTC')`,
     [tenantIds],
   );
   const out = new Map<string, bigint>();
   for (const r of rows) {
-    const price = await prices.price(r.job_kind, r.hardware);
+    const price = await prices.priceFor(r.subscribed_prices, r.job_kind, r.hardware);
     out.set(r.tenant_id, (out.get(r.tenant_id) ?? 0n) + BigInt(r.ms) * price.perMsPico);
   }
   return out;
 }
 
-/** The most a job can cost: its maxSeconds (or one minute) on each of its devices. */
-export async function maxJobCost(prices: PriceBook, job: Pick<NewJob, 'kind' | 'hardware' | 'devices' | 'maxSeconds'>): Promise<bigint> {
-  const price = await prices.price(job.kind, job.hardware);
+/** The most a job can cost the tenant: its maxSeconds (or one minute) on each of its devices. */
+export async function maxJobCost(prices: PriceBook, job: Pick<NewJob, 'kind' | 'hardware' | 'devices' | 'maxSeconds'>, subscribed: SubscribedPrices): Promise<bigint> {
+  const price = await prices.priceFor(subscribed, job.kind, job.hardware);
   const ms = job.maxSeconds ? BigInt(Math.ceil(job.maxSeconds * 1000)) : MS_PER_MINUTE;
   return BigInt(job.devices) * ms * price.perMsPico;
 }
@@ -44,11 +46,12 @@ interface GuardRow {
   status: string;
   spend_limit_cents: number | null;
   past_due_since: Date | null;
+  subscribed_prices: SubscribedPrices;
 }
 
 const GUARD_CACHE_MS = 1000;
 /** One round trip (migration AuthLookup): nimbus_tenant sets the RLS tenant itself. */
-const GUARD_ROW = statement('billing.guard-row', 'SELECT status, spend_limit_cents, past_due_since FROM nimbus_tenant($1)');
+const GUARD_ROW = statement('billing.guard-row', 'SELECT status, spend_limit_cents, past_due_since, subscribed_prices FROM nimbus_tenant($1)');
 
 /**
  * Admission checks of billing, run before a job (prediction, training, trial) is accepted:
@@ -75,7 +78,7 @@ export class BillingGuard {
     if (tenant.spend_limit_cents === null) return;
     const costs = await periodCosts((sql, params) => this.db.tenantQuery(tenantId, sql, params ?? []), this.prices, [tenantId]);
     const cost = costs.get(tenantId) ?? 0n;
-    const max = await maxJobCost(this.prices, job);
+    const max = await maxJobCost(this.prices, job, tenant.subscribed_prices);
     const limit = BigInt(tenant.spend_limit_cents) * PICO;
     if (cost + max > limit) {
       throw new AppError(

@@ -1,7 +1,7 @@
 import Stripe from 'stripe';
 import type { Logger } from 'pino';
 import { PICO_DIGITS, parseDecimal } from './money';
-import { METERS, meterKey, type MeterDef, type PriceBook, type Query } from './price-book';
+import { METERS, centsPerMinuteOf, meterKey, type MeterDef, type PriceBook, type Query } from './price-book';
 import { isMissing } from './stripe-gateway';
 
 export interface StripeMeter extends MeterDef {
@@ -10,6 +10,9 @@ export interface StripeMeter extends MeterDef {
   /** Cents per device-millisecond of the Stripe price. */
   unitAmountDecimal: string;
 }
+
+/** How long the meters read from `billing_meters` are used before they are checked against the price book again. */
+const CATALOG_TTL_MS = 5_000;
 
 /** Set-up calls may retry (the SDK reuses the idempotency key on its own retries). */
 const SETUP = { maxNetworkRetries: 2 } as const;
@@ -21,7 +24,7 @@ const SETUP = { maxNetworkRetries: 2 } as const;
  * the lookup key to it. The ids land in `billing_meters`.
  */
 export class StripeCatalog {
-  private ready: Promise<Map<string, StripeMeter>> | null = null;
+  private ready: { expires: number; meters: Promise<Map<string, StripeMeter>> } | null = null;
 
   constructor(
     private readonly stripe: Stripe,
@@ -30,13 +33,21 @@ export class StripeCatalog {
     private readonly log?: Logger,
   ) {}
 
-  /** The meters, from `billing_meters` when it matches the price book, else after syncing with Stripe. */
+  /**
+   * The meters, from `billing_meters` when it matches the price book, else after syncing with
+   * Stripe; looked at again every few seconds, as the price book is, so a price change (and the
+   * new Prices of `stripe:setup`) reaches subscriptions created by a running process.
+   */
   meters(): Promise<Map<string, StripeMeter>> {
-    this.ready ??= this.loadOrSync().catch((err: unknown) => {
-      this.ready = null;
-      throw err;
-    });
-    return this.ready;
+    if (!this.ready || this.ready.expires <= Date.now()) {
+      const meters = this.loadOrSync();
+      const entry = { expires: Date.now() + CATALOG_TTL_MS, meters };
+      this.ready = entry;
+      meters.catch(() => {
+        if (this.ready === entry) this.ready = null;
+      });
+    }
+    return this.ready.meters;
   }
 
   forget(): void {
@@ -159,10 +170,26 @@ export class StripeAccounts {
       }, { ...request, idempotencyKey: `subscription-${tenant.id}` });
       subscriptionId = subscription.id;
       await this.scope(tenantId, (q) => q(
-        `UPDATE tenants SET stripe_subscription_id = $2, stripe_billing_anchor = to_timestamp($3) WHERE id = $1 AND stripe_subscription_id IS NULL`,
-        [tenant.id, subscription.id, subscription.billing_cycle_anchor],
+        `UPDATE tenants SET stripe_subscription_id = $2, stripe_billing_anchor = to_timestamp($3), subscribed_prices = $4::jsonb
+          WHERE id = $1 AND stripe_subscription_id IS NULL`,
+        [tenant.id, subscription.id, subscription.billing_cycle_anchor, JSON.stringify(subscribedPrices(subscription, meters))],
       ));
     }
     return { customerId, subscriptionId };
   }
+}
+
+/**
+ * The prices a new subscription's items carry, by meter key (what Stripe will invoice the tenant
+ * at): each item's own Price as Stripe returned it (a retried create returns the subscription made
+ * the first time, with that time's prices), else the catalog's price for its meter.
+ */
+export function subscribedPrices(subscription: Stripe.Subscription, meters: Map<string, StripeMeter>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const m of meters.values()) {
+    const item = subscription.items?.data?.find((it) => it.price?.recurring?.meter === m.meterId || it.price?.id === m.priceId);
+    const perMs = item?.price?.unit_amount_decimal ?? m.unitAmountDecimal;
+    out[meterKey(m.kind, m.hardware)] = centsPerMinuteOf(String(perMs));
+  }
+  return out;
 }
