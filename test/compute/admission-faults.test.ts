@@ -23,9 +23,8 @@ beforeAll(async () => {
   cluster = await startCluster({ agents: [{ name: 'f-1' }, { name: 'f-2' }], apiOverrides: { OPERATOR_EMAILS: OPERATOR } });
   owner = await ownerClient();
   redis = new Redis(cluster.api.env.REDIS_URL);
-  const res = await cluster.api.gql(`mutation($input: SignUpInput!) { signUp(input: $input) { token } }`,
-    { input: { email: OPERATOR, password: 'operator password', tenantName: 'Platform' } });
-  op = res.data.signUp.token;
+  // As `npm run operator` makes it: public sign-up refuses an operator's address.
+  op = (await cluster.api.app.services.tenancy.signUp({ email: OPERATOR, password: 'operator password', tenantName: 'Platform' }, { operatorAccount: true })).token;
 });
 afterAll(async () => {
   redis.disconnect();

@@ -13,9 +13,8 @@ beforeAll(async () => {
   // Two CPU nodes of one slot each: a 2-device cluster.
   cluster = await startCluster({ agents: [{ name: 'slot-1' }, { name: 'slot-2' }], apiOverrides: { OPERATOR_EMAILS: OPERATOR } });
   owner = await ownerClient();
-  const res = await cluster.api.gql(`mutation($input: SignUpInput!) { signUp(input: $input) { token } }`,
-    { input: { email: OPERATOR, password: 'operator password', tenantName: 'Platform' } });
-  op = res.data.signUp.token;
+  // As `npm run operator` makes it: public sign-up refuses an operator's address.
+  op = (await cluster.api.app.services.tenancy.signUp({ email: OPERATOR, password: 'operator password', tenantName: 'Platform' }, { operatorAccount: true })).token;
 });
 afterAll(async () => {
   await owner.end();
@@ -29,7 +28,13 @@ const setQuota = (tenantId: string, guaranteed: number, limit: number) =>
   cluster.api.gql(SET_QUOTA, { input: { tenantId, hardware: 'CPU', guaranteed, limit } }, op);
 const cancelAll = (t: TestTenant, ids: string[]) => Promise.all(ids.map((id) => cluster.api.gql(CANCEL, { id }, t.token)));
 
-it('operator operations are for operators only', async () => {
+it('operator operations are for operators only, and public sign-up cannot claim an operator\'s address', async () => {
+  const claim = await cluster.api.gql(`mutation($input: SignUpInput!) { signUp(input: $input) { token } }`,
+    { input: { email: OPERATOR.toUpperCase(), password: 'a password of mine', tenantName: 'Not the platform' } });
+  expect(claim.errors?.[0]?.extensions).toMatchObject({ code: 'FORBIDDEN', field: 'input.email' });
+  // The operator's own account, made out of band, logs in and has the role.
+  const login = await cluster.api.gql(`mutation($e: String!, $p: String!) { logIn(email: $e, password: $p) { token } }`, { e: OPERATOR, p: 'operator password' });
+  expect((await cluster.api.gql(NODES, {}, login.data.logIn.token)).errors).toBeUndefined();
   const t = await signUpTenant(cluster.api);
   for (const q of [NODES, QUOTAS]) expect((await cluster.api.gql(q, {}, t.token)).errors![0].extensions!.code).toBe('FORBIDDEN');
   expect((await setQuota(t.tenantId, 1, 1)).errors).toBeUndefined();

@@ -114,7 +114,10 @@ describe('accounts', () => {
 
   it('operator operations: nodes, quotas, setQuota (and FORBIDDEN for a tenant)', async () => {
     const anon = new Nimbus({ baseUrl, apiKey: '' });
-    const op = await anon.auth.signUp({ email: OPERATOR, password: 'operator password', tenantName: 'Ops' });
+    // Operator accounts are made out of band (`npm run operator`): public sign-up refuses their address.
+    await cluster.api.app.services.tenancy.signUp({ email: OPERATOR, password: 'operator password', tenantName: 'Ops' }, { operatorAccount: true });
+    await expect(anon.auth.signUp({ email: OPERATOR, password: 'another password', tenantName: 'Claim' })).rejects.toBeInstanceOf(ForbiddenError);
+    const op = await anon.auth.logIn({ email: OPERATOR, password: 'operator password' });
     const operator = anon.withApiKey(op.token);
     const nodes = await operator.operator.nodes();
     expect(nodes.find((n) => n.name === 'cpu-sdk')).toMatchObject({ hardware: 'CPU', gpuCount: 4, status: expect.any(String) });

@@ -4,7 +4,7 @@ import type { EntityManager } from 'typeorm';
 import { RefreshingCache } from '../../platform/cache';
 import type { Database } from '../../platform/db/database';
 import { run, statement } from '../../platform/db/sql';
-import { conflict, notFound, unauthenticated } from '../../platform/errors';
+import { AppError, ErrorCode, conflict, notFound, unauthenticated } from '../../platform/errors';
 import { keysetWhere, paginate, type PageArgs } from '../../platform/pagination';
 import { isUuid } from '../../platform/uuid';
 import { parseInput } from '../../platform/validation';
@@ -64,8 +64,17 @@ export class TenancyService {
     this.tenantCreatedHooks.push(hook);
   }
 
-  async signUp(raw: unknown) {
+  /**
+   * A new tenant with its owner. An address in OPERATOR_EMAILS cannot sign up this way: sign-up
+   * checks no one owns the address, so whoever signed up first with a listed address would become
+   * an operator. Operator accounts are made with `npm run operator` (`operatorAccount: true`), or
+   * signed up before their address is listed.
+   */
+  async signUp(raw: unknown, opts: { operatorAccount?: boolean } = {}) {
     const input = parseInput(signUpSchema, raw);
+    if (!opts.operatorAccount && this.operators.has(input.email)) {
+      throw new AppError(ErrorCode.FORBIDDEN, 'This e-mail address is reserved for a platform operator account', { field: 'input.email' });
+    }
     const passwordHash = await hashPassword(input.password);
     const tenantId = randomUUID();
     const result = await this.db
