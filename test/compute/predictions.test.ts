@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Queue } from 'bullmq';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
@@ -90,17 +92,83 @@ describe('predict with system.echo', () => {
     }
   });
 
-  it('gives the same job for the same idempotency key', async () => {
+  it('gives the same job for the same idempotency key and the same request, whatever the order of its JSON keys', async () => {
     const key = `k-${Date.now()}`;
-    const first = await gql(PREDICT, echo({ message: 1 }, { wait: 10, idempotencyKey: key }), a);
-    const second = await gql(PREDICT, echo({ message: 2 }, { wait: 10, idempotencyKey: key }), a);
+    const first = await gql(PREDICT, echo({ message: { a: 1, b: [1, 2] }, sleepMs: 1 }, { wait: 10, idempotencyKey: key }), a);
+    expect(first.errors).toBeUndefined();
+    const second = await gql(PREDICT, { input: { idempotencyKey: key, wait: 10, input: { sleepMs: 1, message: { b: [1, 2], a: 1 } }, service: 'system.echo' } }, a);
+    expect(second.errors).toBeUndefined();
     expect(second.data.predict.id).toBe(first.data.predict.id);
-    expect(second.data.predict.output).toEqual({ message: 1 });
-    const { rows } = await owner.query('SELECT count(*)::int AS n FROM jobs WHERE idempotency_key = $1', [key]);
-    expect(rows[0].n).toBe(1);
+    expect(second.data.predict.output).toEqual({ message: { a: 1, b: [1, 2] } });
+    const { rows } = await owner.query('SELECT count(*)::int AS n, min(request_hash) AS hash FROM jobs WHERE idempotency_key = $1', [key]);
+    expect(rows[0]).toEqual({ n: 1, hash: expect.stringMatching(/^[0-9a-f]{64}$/) });
     // The same key in another tenant is another job.
     const other = await gql(PREDICT, echo({ message: 3 }, { wait: 10, idempotencyKey: key }), b);
     expect(other.data.predict.id).not.toBe(first.data.predict.id);
+  });
+
+  it('refuses the same idempotency key with a different input: CONFLICT, and no second job', async () => {
+    const key = `k-diff-${Date.now()}`;
+    const first = await gql(PREDICT, echo({ message: 1 }, { wait: 10, idempotencyKey: key }), a);
+    expect(first.data.predict.status).toBe('SUCCEEDED');
+    const second = await gql(PREDICT, echo({ message: 2 }, { wait: 10, idempotencyKey: key }), a);
+    expect(second.data).toBeNull();
+    expect(second.errors?.[0]).toMatchObject({
+      message: expect.stringContaining('used for a different request'), extensions: { code: 'CONFLICT', field: 'input.idempotencyKey' },
+    });
+    // So is a different webhook URL or deadline: they are part of the request too.
+    const deadline = await gql(PREDICT, echo({ message: 1 }, { wait: 10, idempotencyKey: key, deadlineSeconds: 600 }), a);
+    expect(deadline.errors?.[0]?.extensions?.code).toBe('CONFLICT');
+    const { rows } = await owner.query('SELECT id, input FROM jobs WHERE idempotency_key = $1', [key]);
+    expect(rows).toEqual([{ id: first.data.predict.id, input: expect.objectContaining({ message: 1 }) }]);
+    // The job itself is untouched, and the original request still gets it.
+    const again = await gql(PREDICT, echo({ message: 1 }, { wait: 10, idempotencyKey: key }), a);
+    expect(again.data.predict).toMatchObject({ id: first.data.predict.id, output: { message: 1 } });
+  });
+
+  it('gives the same job for the same idempotency key and request with a different wait', async () => {
+    const key = `k-wait-${Date.now()}`;
+    const first = await gql(PREDICT, echo({ message: 'w', sleepMs: 300 }, { wait: 0, idempotencyKey: key }), a);
+    expect(first.errors).toBeUndefined();
+    const waited = await gql(PREDICT, echo({ message: 'w', sleepMs: 300 }, { wait: 10, idempotencyKey: key }), a);
+    expect(waited.errors).toBeUndefined();
+    expect(waited.data.predict).toMatchObject({ id: first.data.predict.id, status: 'SUCCEEDED', output: { message: 'w' } });
+    const noWait = await gql(PREDICT, echo({ message: 'w', sleepMs: 300 }, { idempotencyKey: key }), a); // the default wait
+    expect(noWait.data.predict.id).toBe(first.data.predict.id);
+    const { rows } = await owner.query('SELECT count(*)::int AS n FROM jobs WHERE idempotency_key = $1', [key]);
+    expect(rows[0].n).toBe(1);
+  });
+
+  it('a job from before request fingerprints (NULL request_hash) matches any request with its key and service', async () => {
+    const key = `k-legacy-${Date.now()}`;
+    const first = await gql(PREDICT, echo({ message: 'old' }, { wait: 10, idempotencyKey: key }), a);
+    await owner.query('UPDATE jobs SET request_hash = NULL WHERE id = $1', [first.data.predict.id]);
+    const other = await gql(PREDICT, echo({ message: 'new' }, { wait: 10, idempotencyKey: key }), a);
+    expect(other.errors).toBeUndefined();
+    expect(other.data.predict).toMatchObject({ id: first.data.predict.id, output: { message: 'old' } });
+    const clash = await gql(PREDICT, { input: { service: 'language.detect-language', input: { text: 'Guten Morgen, wie geht es dir heute?' }, idempotencyKey: key } }, a);
+    expect(clash.errors?.[0]?.extensions?.code).toBe('CONFLICT');
+  });
+
+  it('a vision input is fingerprinted as sent, before its image is stored: the same image gets the job, another image is a CONFLICT', async () => {
+    const t = await signUpTenant(cluster.api, 'Alpha images');
+    const dir = join(cluster.api.env.DATA_DIR, 'artifacts', 'inputs', t.tenantId);
+    const stored = () => { try { return readdirSync(dir).filter((f) => !f.endsWith('.tmp')).length; } catch { return 0; } };
+    const image = (i: number) => readFileSync(join('node_modules/@vladmandic/face-api/demo', `sample${i}.jpg`)).toString('base64');
+    const key = `img-${Date.now()}`;
+    const predict = (i: number) => gql(PREDICT, { input: { service: 'vision.moderate', input: { image: image(i) }, wait: 0, idempotencyKey: key } }, t);
+    const first = await predict(1);
+    expect(first.errors).toBeUndefined();
+    // Its result does not matter here: no model needs to run.
+    await gql(CANCEL, { id: first.data.predict.id }, t);
+    const repeat = await predict(1);
+    expect(repeat.errors).toBeUndefined();
+    expect(repeat.data.predict.id).toBe(first.data.predict.id);
+    const refused = await predict(2);
+    expect(refused.errors?.[0]?.extensions?.code).toBe('CONFLICT');
+    expect(stored()).toBe(1); // the repeat's and the refused call's images are deleted at once
+    const { rows } = await owner.query('SELECT count(*)::int AS n FROM jobs WHERE tenant_id = $1', [t.tenantId]);
+    expect(rows[0].n).toBe(1);
   });
 
   it('answers a short job from its completion: the response is what a read gives afterwards, start time included', async () => {
@@ -120,21 +188,25 @@ describe('predict with system.echo', () => {
 
   it('concurrent requests with one idempotency key make one job, beside other jobs inserted with them', async () => {
     const key = `burst-${Date.now()}`;
-    const same = Array.from({ length: 8 }, (_, i) => gql(PREDICT, echo({ message: i }, { wait: 10, idempotencyKey: key }), a));
+    // One request, its JSON keys in one order or the other.
+    const same = Array.from({ length: 8 }, (_, i) =>
+      gql(PREDICT, echo(i % 2 ? { message: 'burst', sleepMs: 1 } : { sleepMs: 1, message: 'burst' }, { wait: 10, idempotencyKey: key }), a));
     const others = Array.from({ length: 8 }, (_, i) => gql(PREDICT, echo({ message: `other-${i}` }, { wait: 10 }), a));
-    // The same key for a different service, in the same batch: refused, and only that request.
+    // The same key for a different service, and for a different input, in the same batches: refused, and only those requests.
     const clash = gql(PREDICT, { input: { service: 'language.detect-language', input: { text: 'Guten Morgen, wie geht es dir heute?' }, idempotencyKey: key } }, a);
-    const [sameRes, otherRes, clashRes] = await Promise.all([Promise.all(same), Promise.all(others), clash]);
-    const ids = new Set(sameRes.map((r) => r.data.predict.id));
-    expect(ids.size).toBe(1);
-    expect(sameRes.every((r) => r.data.predict.status === 'SUCCEEDED')).toBe(true);
-    const { rows } = await owner.query('SELECT count(*)::int AS n FROM jobs WHERE idempotency_key = $1', [key]);
-    expect(rows[0].n).toBe(1);
+    const clashInput = gql(PREDICT, echo({ message: 'not the burst', sleepMs: 1 }, { wait: 10, idempotencyKey: key }), a);
+    const [sameRes, otherRes, clashRes, clashInputRes] = await Promise.all([Promise.all(same), Promise.all(others), clash, clashInput]);
+    const { rows } = await owner.query('SELECT id, service, input FROM jobs WHERE idempotency_key = $1', [key]);
+    expect(rows).toHaveLength(1);
     expect(otherRes.map((r) => r.data.predict.output)).toEqual(others.map((_, i) => ({ message: `other-${i}` })));
     expect(new Set(otherRes.map((r) => r.data.predict.id)).size).toBe(8);
-    const clashCode = clashRes.errors?.[0]?.extensions?.code;
-    // Whichever of the same-key requests won, a different service under that key is a CONFLICT.
-    expect(clashCode).toBe('CONFLICT');
+    // Whichever request won the key, every request like it gets its job and every other one is a CONFLICT.
+    const [won] = rows;
+    const winners = won.service !== 'system.echo' ? [clashRes] : won.input.message === 'burst' ? sameRes : [clashInputRes];
+    const losers = [...sameRes, clashRes, clashInputRes].filter((r) => !winners.includes(r));
+    expect(winners.map((r) => r.data?.predict?.id)).toEqual(winners.map(() => won.id));
+    expect(losers.map((r) => r.errors?.[0]?.extensions?.code)).toEqual(losers.map(() => 'CONFLICT'));
+    if (winners === sameRes) expect(sameRes.every((r) => r.data.predict.status === 'SUCCEEDED')).toBe(true);
   });
 
   it('cancels a running job within a couple of seconds; the node stops it and the time so far is billed once', async () => {

@@ -6,6 +6,7 @@ import { AppError, ErrorCode } from '../../platform/errors';
 import type { AdmissionMessage, keys } from '../../platform/queue/messages';
 import { VIEW_COLUMNS } from './job-view';
 import type { NewJob } from './jobs.service';
+import { idempotencyConflict } from './request-fingerprint';
 
 export interface Inserted {
   id: string;
@@ -112,10 +113,14 @@ export class JobInserter {
 
 const RETURNED = ['created_at', ...VIEW_COLUMNS.filter((c) => c !== 'created_at')].join(', ');
 
-/** One autocommit statement: nimbus_insert_jobs (migration JobInsert) sets the RLS tenant itself. */
-const INSERT_JOBS = statement('jobs.insert', `SELECT ${RETURNED} FROM nimbus_insert_jobs($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`);
+/** One autocommit statement: nimbus_insert_jobs (migrations JobInsert, RequestHash) sets the RLS tenant itself. */
+const INSERT_JOBS = statement('jobs.insert', `SELECT ${RETURNED} FROM nimbus_insert_jobs($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`);
 
-const FIND_BY_IDEMPOTENCY_KEY = statement('jobs.by-idempotency-key', `SELECT ${RETURNED} FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2`);
+/** The job of a taken idempotency key, with the fingerprint of the request that created it (migration RequestHash). */
+const FIND_BY_IDEMPOTENCY_KEY = statement('jobs.by-idempotency-key',
+  `SELECT ${RETURNED}, request_hash FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2`);
+
+type Prior = Record<string, unknown> & { id: string; service: string; request_hash: string | null };
 
 async function insertJobs(pool: Pool, tenantId: string, batch: Pending[]): Promise<Array<Inserted | AppError>> {
   const col = <T>(f: (j: NewJob, id: string) => T) => batch.map((p) => f(p.job, p.id));
@@ -123,17 +128,18 @@ async function insertJobs(pool: Pool, tenantId: string, batch: Pending[]): Promi
   const rows: Array<Record<string, unknown> & { id: string }> = await run(pool, INSERT_JOBS,
     [tenantId, durable, col((_, id) => id), col((j) => j.kind), col((j) => j.service), col((j) => j.parentId ?? null), col((j) => j.hardware),
       col((j) => j.devices), col((j) => JSON.stringify(j.input ?? null)), col((j) => j.idempotencyKey ?? null), col((j) => j.webhookUrl ?? null),
-      col((j) => (j.webhookEvents ?? []).join(',')), col((j) => j.deadlineSeconds ?? null), col((j) => j.maxAttempts ?? 3)],
+      col((j) => (j.webhookEvents ?? []).join(',')), col((j) => j.deadlineSeconds ?? null), col((j) => j.maxAttempts ?? 3),
+      col((j) => j.requestHash ?? null)],
   );
   const byId = new Map(rows.map((r) => [r.id, r]));
   const taken = batch.filter((p) => !byId.has(p.id));
   // Idempotency keys already taken (by an earlier job, or by one earlier in this batch): that job.
   // The batch is committed: from here on a failure fails only the requests it concerns.
-  const existing = taken.length === 0 ? new Map<string, Record<string, unknown> & { id: string; service: string }>()
+  const existing = taken.length === 0 ? new Map<string, Prior>()
     : await tenantTransaction(pool, tenantId, async (c) => {
-      const found = new Map<string, Record<string, unknown> & { id: string; service: string }>();
+      const found = new Map<string, Prior>();
       for (const p of taken) {
-        const [row] = await run<Record<string, unknown> & { id: string; service: string }>(c, FIND_BY_IDEMPOTENCY_KEY, [tenantId, p.job.idempotencyKey]);
+        const [row] = await run<Prior>(c, FIND_BY_IDEMPOTENCY_KEY, [tenantId, p.job.idempotencyKey]);
         found.set(p.id, row);
       }
       return found;
@@ -142,11 +148,10 @@ async function insertJobs(pool: Pool, tenantId: string, batch: Pending[]): Promi
     const row = byId.get(p.id);
     if (row) return { id: p.id, created: true, row };
     if (existing instanceof Error) return new AppError(ErrorCode.INTERNAL, 'Could not read the job of this idempotency key; retry the request');
-    const prior = existing.get(p.id)!;
+    const { request_hash: priorHash, ...prior } = existing.get(p.id)!;
     // Only this request fails: the others of the batch are committed already.
-    if (prior.service !== p.job.service) {
-      return new AppError(ErrorCode.CONFLICT, 'This idempotency key was used for a different request', { field: 'input.idempotencyKey' });
-    }
+    const conflict = idempotencyConflict(prior.service === p.job.service, priorHash, p.job.requestHash);
+    if (conflict) return conflict;
     return { id: prior.id, created: false, row: prior };
   });
 }

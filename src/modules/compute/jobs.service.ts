@@ -14,6 +14,7 @@ import { TERMINAL, type Hardware, type JobKind, type JobStatus } from './compute
 import type { JobUpdateBus } from './job-updates';
 import { JobInserter } from './job-inserter';
 import { SELECT_VIEW, toView, type JobView } from './job-view';
+import { predictionFingerprint } from './request-fingerprint';
 
 const READ_VIEW = statement('jobs.read', `${SELECT_VIEW} WHERE j.id = $1 AND j.tenant_id = $2`);
 const READ_VIEW_OF_KIND = statement('jobs.read-kind', `${SELECT_VIEW} WHERE j.id = $1 AND j.tenant_id = $2 AND j.kind = $3`);
@@ -40,6 +41,12 @@ export interface NewJob extends ResolvedTarget {
   webhookEvents?: string[];
   deadlineSeconds?: number | null;
   maxAttempts?: number;
+  /**
+   * Fingerprint of the client's request (`request-fingerprint.ts`), with an idempotency key: a
+   * later request with the key and another fingerprint is refused (CONFLICT). Absent: only the
+   * service is compared.
+   */
+  requestHash?: string | null;
 }
 
 /** Checks run before a job is accepted (payment status, spend limit); they throw AppErrors. */
@@ -90,12 +97,14 @@ export class JobsService {
     const p = requireScope(caller.principal, 'PREDICT');
     const input = parseInput(predictSchema, stripNulls(raw));
     requireHttpsWebhook('input.webhookUrl', input.webhookUrl, this.opts.allowPlainHttpWebhooks);
+    // Of the input as the client sent it, before resolving prepares it (stores images in its place).
+    const requestHash = input.idempotencyKey ? predictionFingerprint(input) : null;
     const { discard, ...target } = await this.resolveTarget(p, { service: input.service, deployment: input.deployment }, input.input);
     let created = false;
     try {
       return await this.submit(p.tenantId, {
         ...target, kind: 'PREDICTION', idempotencyKey: input.idempotencyKey, webhookUrl: input.webhookUrl,
-        webhookEvents: input.webhookEvents, deadlineSeconds: input.deadlineSeconds,
+        webhookEvents: input.webhookEvents, deadlineSeconds: input.deadlineSeconds, requestHash,
       }, input.wait, () => (created = true));
     } finally {
       // Refused (spend limit, payment, conflict) or a repeat of an earlier job: nothing will read it.

@@ -3,12 +3,13 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { Database } from '../../platform/db/database';
-import { AppError, ErrorCode, badInput, notFound } from '../../platform/errors';
+import { badInput, notFound } from '../../platform/errors';
 import type { keys } from '../../platform/queue/messages';
 import { isUuid } from '../../platform/uuid';
 import { parseInput, requireHttpsWebhook, webhookUrlSchema } from '../../platform/validation';
 import type { Hardware, JobStatus } from '../compute/compute.entities';
 import type { JobsService, NewJob } from '../compute/jobs.service';
+import { idempotencyConflict, trainingFingerprint } from '../compute/request-fingerprint';
 import { requireScope } from '../tenancy/principal';
 import type { Caller } from '../tenancy/tenancy.service';
 import type { ArtifactStore } from './artifact-store';
@@ -117,31 +118,38 @@ export class TrainingService {
     const p = requireScope(caller.principal, 'TRAIN');
     const input = parseInput(createSchema, stripNulls(raw));
     requireHttpsWebhook('input.webhookUrl', input.webhookUrl, this.opts.allowPlainHttpWebhooks);
+    // A key reused with another request (another kind of job, or another fingerprint) is a CONFLICT.
+    const requestHash = input.idempotencyKey ? trainingFingerprint(input) : null;
+    const refuseUnlessSame = (other: { kind: string; request_hash: string | null }) => {
+      const conflict = idempotencyConflict(other.kind === 'TRAINING', other.request_hash, requestHash);
+      if (conflict) throw conflict;
+    };
     if (input.idempotencyKey) {
       const [existing] = await this.db.tenant(p.tenantId, (m) =>
-        m.query(`SELECT id, kind FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2`, [p.tenantId, input.idempotencyKey]),
+        m.query(`SELECT id, kind, request_hash FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2`, [p.tenantId, input.idempotencyKey]),
       );
       if (existing) {
-        if (existing.kind !== 'TRAINING') throw new AppError(ErrorCode.CONFLICT, 'This idempotency key was used for a different request', { field: 'input.idempotencyKey' });
+        refuseUnlessSame(existing);
         return this.read(p.tenantId, existing.id);
       }
     }
     const version = await this.datasets.versionForTraining(p.tenantId, input);
     const spec = await this.buildSpec(p.tenantId, input, version);
-    const job: NewJob = { kind: 'TRAINING', service: 'training', input: spec, hardware: input.hardware, devices: 1, idempotencyKey: input.idempotencyKey };
+    const job: NewJob = { kind: 'TRAINING', service: 'training', input: spec, hardware: input.hardware, devices: 1, idempotencyKey: input.idempotencyKey, requestHash };
     for (const guard of this.jobs.guards) await guard(p.tenantId, job);
     const id = randomUUID();
     const created = await this.db.tenant(p.tenantId, async (m) => {
       // The parent never runs on a node: it is RUNNING from the start and orchestrated by the control plane.
       const rows = await m.query(
-        `INSERT INTO jobs (id, tenant_id, kind, service, status, hardware, devices, input, idempotency_key, max_attempts, started_at, webhook_url, webhook_events)
-         VALUES ($1, $2, 'TRAINING', 'training', 'RUNNING', $3, 1, $4::jsonb, $5, 1, now(), $6, $7)
+        `INSERT INTO jobs (id, tenant_id, kind, service, status, hardware, devices, input, idempotency_key, max_attempts, started_at, webhook_url, webhook_events,
+                           request_hash)
+         VALUES ($1, $2, 'TRAINING', 'training', 'RUNNING', $3, 1, $4::jsonb, $5, 1, now(), $6, $7, $8)
          ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id`,
-        [id, p.tenantId, input.hardware, JSON.stringify(spec), input.idempotencyKey ?? null, input.webhookUrl ?? null, input.webhookEvents ?? []],
+        [id, p.tenantId, input.hardware, JSON.stringify(spec), input.idempotencyKey ?? null, input.webhookUrl ?? null, input.webhookEvents ?? [], requestHash],
       );
       if (rows[0]) return rows[0].id as string;
-      const [other] = await m.query(`SELECT id, kind FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2`, [p.tenantId, input.idempotencyKey]);
-      if (other.kind !== 'TRAINING') throw new AppError(ErrorCode.CONFLICT, 'This idempotency key was used for a different request', { field: 'input.idempotencyKey' });
+      const [other] = await m.query(`SELECT id, kind, request_hash FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2`, [p.tenantId, input.idempotencyKey]);
+      refuseUnlessSame(other);
       return other.id as string;
     });
     await this.orchestrator.advance(p.tenantId, created);
