@@ -141,6 +141,27 @@ describe('POST /webhooks/stripe', () => {
     }
   });
 
+  it('stays PAST_DUE when one invoice is paid while another\'s failed payment is still open, and is ACTIVE once that one is paid too', async () => {
+    const t = await tenantWithCustomer('Two invoices');
+    // Stripe holds an open invoice whose payment failed...
+    const failed = fake.finalizeInvoice(t.customerId, { status: 'open' });
+    Object.assign(failed, { attempted: true, attempt_count: 1 });
+    const at = Math.floor(Date.now() / 1000);
+    const failure = invoiceEvent('invoice.payment_failed', t.customerId, at - 10);
+    failure.data.object.id = failed.id;
+    expect((await deliver(failure)).body.outcome).toBe('applied');
+    // ...when another (older) invoice's payment goes through.
+    const otherPaid = invoiceEvent('invoice.paid', t.customerId, at - 5);
+    expect((await deliver(otherPaid)).body.outcome).toBe('still_past_due');
+    expect((await tenantRow(t.tenantId)).status).toBe('PAST_DUE');
+    // The failed one is paid: nothing is owed any more.
+    Object.assign(failed, { status: 'paid', amount_remaining: 0 });
+    const paid = invoiceEvent('invoice.paid', t.customerId, at);
+    paid.data.object.id = failed.id;
+    expect((await deliver(paid)).body.outcome).toBe('applied');
+    expect(await tenantRow(t.tenantId)).toMatchObject({ status: 'ACTIVE', past_due_since: null });
+  });
+
   it('acknowledges events it does not act on and events for unknown customers', async () => {
     expect((await deliver(invoiceEvent('invoice.paid', 'cus_nobody'))).body.outcome).toBe('unknown_customer');
     expect((await deliver({ ...invoiceEvent('customer.created', 'cus_x'), data: { object: { id: 'cus_x', object: 'customer' } } })).body.outcome).toBe('ignored');

@@ -197,10 +197,14 @@ export class BillingService {
     return { status: 200, body: { received: true, outcome } };
   }
 
-  private applyEvent(event: Stripe.Event): Promise<{ outcome: string; tenantId?: string }> {
-    const status = event.type === 'invoice.payment_failed' ? 'PAST_DUE' : event.type === 'invoice.paid' ? 'ACTIVE' : null;
-    const object = event.data.object as { customer?: string | { id: string } | null };
+  private async applyEvent(event: Stripe.Event): Promise<{ outcome: string; tenantId?: string }> {
+    let status = event.type === 'invoice.payment_failed' ? 'PAST_DUE' : event.type === 'invoice.paid' ? 'ACTIVE' : null;
+    const object = event.data.object as { id?: string; customer?: string | { id: string } | null };
     const customer = typeof object.customer === 'string' ? object.customer : object.customer?.id;
+    // One invoice paid while another's payment has failed and is still open: the tenant still owes,
+    // so it stays PAST_DUE (and its grace period runs on). Asked before the transaction; if Stripe
+    // cannot answer, the webhook fails and Stripe delivers it again.
+    if (status === 'ACTIVE' && customer && (await this.otherFailedInvoiceOpen(customer, object.id))) status = null;
     // Finding the tenant by its Stripe customer crosses tenants (operator flag); the update is then scoped to it.
     // The grace period runs from the failure (the event's creation), not from its delivery: a webhook
     // Stripe retries for days must not lengthen it.
@@ -210,7 +214,7 @@ export class BillingService {
         [event.id, event.type, event.created],
       );
       if (fresh.length === 0) return { outcome: 'duplicate' };
-      let result: { outcome: string; tenantId?: string } = { outcome: 'ignored' };
+      let result: { outcome: string; tenantId?: string } = { outcome: event.type === 'invoice.paid' && !status ? 'still_past_due' : 'ignored' };
       if (status && customer) {
         const [tenant]: Array<{ id: string; status: string }> = await m.query('SELECT id, status FROM tenants WHERE stripe_customer_id = $1', [customer]);
         if (!tenant) result = { outcome: 'unknown_customer' };
@@ -234,6 +238,15 @@ export class BillingService {
       await m.query('UPDATE stripe_events SET processed_at = now() WHERE id = $1', [event.id]);
       return result;
     });
+  }
+
+  /** Whether the customer has an open invoice, other than `paidId`, whose payment was attempted and failed. */
+  private async otherFailedInvoiceOpen(customer: string, paidId: string | undefined): Promise<boolean> {
+    const stripe = this.d.stripe!;
+    for await (const inv of stripe.invoices.list({ customer, status: 'open', limit: 100 }, READ)) {
+      if (inv.id !== paidId && inv.attempted) return true;
+    }
+    return false;
   }
 
   private stripe(): Stripe {
