@@ -21,6 +21,7 @@ import { websocketOptions } from './platform/graphql/websocket';
 import { buildNimbusSchema } from './platform/graphql/schema';
 import type { Principal } from './modules/tenancy/principal';
 import { uploadHandler } from './modules/training/upload-route';
+import { metricsAuthorized } from './platform/http/metrics-server';
 
 export interface RunningServer {
   url: string;
@@ -89,7 +90,8 @@ export async function startServer(app: App, opts: { port?: number; host?: string
     const ready = checks.every((c) => c === 'ok');
     res.status(ready ? 200 : 503).json({ status: ready ? 'ok' : 'unavailable', postgres: checks[0], redis: checks[1] });
   });
-  expressApp.get('/metrics', async (_req, res) => {
+  expressApp.get('/metrics', async (req, res) => {
+    if (!metricsAuthorized(req.headers, env.METRICS_TOKEN)) return void res.status(401).set('www-authenticate', 'Bearer').end();
     res.type(app.metrics.registry.contentType).send(await app.metrics.registry.metrics());
   });
   // Signed dataset upload URLs: the body streams to the artifact store (no body parser before it).

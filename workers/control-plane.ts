@@ -19,7 +19,7 @@ async function main() {
   // Training orchestration submits trials through the API's services (quota, billing guards, RLS).
   const app = await createApp(env, { log });
   const training = attachTraining(cp, app);
-  const server = await serveMetrics(metrics.registry, { port: env.METRICS_PORT, host: env.HOST });
+  const server = await serveMetrics(metrics.registry, { port: env.METRICS_PORT, host: env.HOST, token: env.METRICS_TOKEN });
   log.info({ metrics: `${server.url}/metrics` }, 'control plane running');
   const shutdown = async () => {
     await server.close();

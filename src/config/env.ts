@@ -13,6 +13,11 @@ const schema = z.object({
     /** `npm run control-plane` serves /metrics and /healthz here (the API serves them on PORT; `npm start` has both there). */
     METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
     HOST: z.string().default('0.0.0.0'),
+    /**
+     * Bearer token for /metrics (API and control plane): its labels carry tenant ids and queue
+     * depths. Required when NODE_ENV=production; unset elsewhere, /metrics is open.
+     */
+    METRICS_TOKEN: z.string().min(16).optional(),
     PUBLIC_URL: z.url().optional(),
     DATABASE_URL: z.url().default('postgres://postgres@127.0.0.1:5432/nimbus'),
     /** The non-owner role the API connects as, so row-level security applies. Created at start-up. */
@@ -70,6 +75,9 @@ function crossChecks(raw: Record<string, string | undefined>): string[] {
   }
   for (const pair of (raw.JWT_PREVIOUS_KEYS ?? '').split(',').filter(Boolean)) {
     if (!/^[^:]+:.{32,}$/.test(pair)) problems.push('JWT_PREVIOUS_KEYS: each entry must be kid:secret with a secret of at least 32 characters');
+  }
+  if (raw.NODE_ENV === 'production' && !raw.METRICS_TOKEN) {
+    problems.push('METRICS_TOKEN: required when NODE_ENV=production (/metrics labels carry tenant ids); Prometheus sends it as a bearer token');
   }
   if (raw.ARTIFACT_STORE === 's3' && !raw.S3_BUCKET) problems.push('S3_BUCKET: required when ARTIFACT_STORE=s3');
   return problems;

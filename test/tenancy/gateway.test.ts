@@ -81,6 +81,21 @@ describe('health and metrics', () => {
     const metrics = await (await fetch(`${base()}/metrics`)).text();
     expect(metrics).toMatch(/nimbus_graphql_request_duration_seconds_count\{operation="Me"\} \d+/);
   });
+
+  it('with METRICS_TOKEN, answers /metrics only to its bearer (the labels carry tenant ids)', async () => {
+    const token = 'metrics-token-0123456789';
+    const guarded = await startTestApi({ METRICS_TOKEN: token });
+    try {
+      const at = `${guarded.server.url.replace('/graphql', '')}/metrics`;
+      expect((await fetch(at)).status).toBe(401);
+      expect((await fetch(at, { headers: { authorization: 'Bearer not-the-token-000000' } })).status).toBe(401);
+      const ok = await fetch(at, { headers: { authorization: `Bearer ${token}` } });
+      expect(ok.status).toBe(200);
+      expect(await ok.text()).toMatch(/nimbus_graphql_requests_total/);
+    } finally {
+      await guarded.close();
+    }
+  });
 });
 
 describe('configuration', () => {
@@ -97,6 +112,7 @@ describe('configuration', () => {
     expect(msg).toMatch(/DATABASE_URL:/);
     expect(msg).toMatch(/JWT_SECRET: the development default is refused/);
     expect(msg).toMatch(/JWT_PREVIOUS_KEYS:/);
+    expect(msg).toMatch(/METRICS_TOKEN: required when NODE_ENV=production/);
     expect(() => loadEnv({ NODE_ENV: 'staging' })).toThrow(/NODE_ENV/);
   });
 
