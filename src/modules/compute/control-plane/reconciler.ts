@@ -19,8 +19,8 @@ const WEBHOOK_SWEEP_WINDOW_MS = 5 * 60_000;
 /**
  * Periodically makes Redis-side state agree with Postgres, the source of truth: queued jobs the
  * admitter never heard of (a lost wake-up, Redis restarted empty), dispatches that never started,
- * running attempts their node no longer reports, deadlines, data retention, and terminal
- * webhooks whose announcement was lost.
+ * running attempts their node no longer reports, devices held for attempts whose end no node will
+ * report, deadlines, data retention, and terminal webhooks whose announcement was lost.
  */
 export class Reconciler {
   private timer: NodeJS.Timeout | null = null;
@@ -43,6 +43,11 @@ export class Reconciler {
   private deleting: Promise<void> | null = null;
   /** `job:attempt` of attempts told to stop, while their nodes still report them (each is told once). */
   private readonly stopsSent = new Set<string>();
+  /**
+   * `job:attempt` of attempts the admitter holds devices for though Postgres has moved on (see
+   * releaseUnreported), while their nodes do not report them: since when (control-plane clock).
+   */
+  private readonly unreportedSince = new Map<string, number>();
   /** The webhook sweep's next window starts here (Postgres time; null: look back from now). */
   private webhookSweepFrom: Date | null = null;
   private nextWebhookSweepAt = 0;
@@ -69,6 +74,7 @@ export class Reconciler {
       await this.adoptQueued();
       await this.redispatchStuck();
       await this.abandonOrphans();
+      await this.releaseUnreported();
       await this.expireData();
       await this.nodeMetrics();
       await this.stopSuperseded();
@@ -308,6 +314,68 @@ export class Reconciler {
         // Freed here; adoptQueued() puts it back in the admitter's queue on the next tick.
         this.scheduler.attemptEnded(r.id, r.attempt);
       }
+    }
+  }
+
+  /**
+   * Devices the admitter holds for an attempt are given back when the attempt's `ended` event is
+   * read, and only a node that ran the attempt sends one. An attempt no node ever took (its
+   * dispatch lost: Redis restarted empty) is re-sent while its job is ADMITTED (redispatchStuck)
+   * and given up while RUNNING (abandonOrphans), but once its job has left that attempt in
+   * Postgres (cancelled by the client or a spend limit; or any other way that leaves no end to
+   * read, such as a node's end lost with Redis) nothing would ever free them: the devices, and the
+   * tenant's quota usage, stayed held until the node was removed or the control plane restarted.
+   *
+   * So an attempt the admitter holds whose job is no longer on it (ended, queued again, on
+   * another attempt, gone) and whose live node does not report it is given back once that has
+   * held for `orphanAfterMs` (the same grace as a lost running attempt) and a heartbeat sent more
+   * than a beat after it was first seen still does not report it (a node reports its attempts up to
+   * a beat late). One the node reports, it still uses (a cancelled attempt runs until its stop
+   * reaches the node, stopSuperseded repairs a lost stop): its devices come back with its end, the
+   * normal way. A node that is not live is the node monitor's: removing it frees all it held.
+   */
+  private async releaseUnreported(): Promise<void> {
+    // The admitter holds devices only on nodes; with none live there is nothing of this to give back.
+    if (this.monitor.knownNodes().length === 0) {
+      this.unreportedSince.clear();
+      return;
+    }
+    const now = Date.now();
+    const unreported = new Map<string, { jobId: string; attempt: number; nodeId: string }>();
+    for (const h of this.scheduler.heldAttempts()) {
+      const key = `${h.jobId}:${h.attempt}`;
+      const node = this.monitor.nodeInfo(h.nodeId);
+      if (node && !node.running.includes(key)) unreported.set(key, h);
+    }
+    for (const key of this.unreportedSince.keys()) if (!unreported.has(key)) this.unreportedSince.delete(key);
+    if (unreported.size === 0) return;
+    const rows: Array<{ id: string; attempt: number; status: string }> = await this.cx.db.query(
+      `SELECT id, attempt, status FROM jobs WHERE id = ANY($1::uuid[])`, [[...new Set([...unreported.values()].map((u) => u.jobId))]],
+    );
+    const jobs = new Map(rows.map((r) => [r.id, r]));
+    const released: string[] = [];
+    for (const [key, u] of unreported) {
+      const job = jobs.get(u.jobId);
+      // Still the job's attempt in Postgres: redispatchStuck and abandonOrphans look after it.
+      if (job && (job.status === 'ADMITTED' || job.status === 'RUNNING') && job.attempt === u.attempt) {
+        this.unreportedSince.delete(key);
+        continue;
+      }
+      const since = this.unreportedSince.get(key);
+      if (since === undefined) {
+        this.unreportedSince.set(key, now);
+        continue;
+      }
+      if (now - since < this.cx.settings.orphanAfterMs) continue;
+      // The node's latest heartbeat (newer than the one above, perhaps, after the query).
+      const node = this.monitor.nodeInfo(u.nodeId);
+      if (!node || node.beatAt <= since + 1000 || node.running.includes(key)) continue;
+      this.unreportedSince.delete(key);
+      this.scheduler.attemptEnded(u.jobId, u.attempt);
+      released.push(key);
+    }
+    if (released.length) {
+      this.cx.log.warn({ attempts: released }, 'gave back devices of attempts whose jobs moved on and that no node reports (their ends will never be read)');
     }
   }
 }

@@ -151,6 +151,17 @@ export class Scheduler {
     this.admitter.dequeue(jobId);
   }
 
+  /**
+   * The attempts the admitter holds devices for, with their nodes (for the reconciler, which gives
+   * back those whose end no node will report). Not those whose admission is still being written.
+   */
+  *heldAttempts(): IterableIterator<{ jobId: string; attempt: number; nodeId: string }> {
+    for (const [jobId, attempt] of this.activeAttempt) {
+      const job = this.admitter.activeJob(jobId);
+      if (job) yield { jobId, attempt, nodeId: job.nodeId };
+    }
+  }
+
   isKnown(jobId: string): boolean {
     return this.admitter.isPending(jobId) || this.activeAttempt.has(jobId);
   }
