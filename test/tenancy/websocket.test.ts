@@ -167,7 +167,7 @@ describe('GraphQL over WebSocket', () => {
 describe('GraphQL over WebSocket in production', () => {
   let prod: TestApi;
   beforeAll(async () => {
-    prod = await startTestApi({ NODE_ENV: 'production', JWT_SECRET: 'a-production-secret-that-is-long-enough-0123456789' });
+    prod = await startTestApi({ NODE_ENV: 'production', JWT_SECRET: 'a-production-secret-that-is-long-enough-0123456789', METRICS_TOKEN: 'a-metrics-token-for-tests' });
   });
   afterAll(() => prod.close());
 
