@@ -1,7 +1,9 @@
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import type { Client } from 'pg';
+import { profileDataset, readTable } from '../../src/modules/training/dataset-parser';
 import { signUpTenant, startTestApi, type TestApi, type TestTenant } from '../support/api';
 import { ownerClient } from '../support/db';
 import { UploadSigner } from '../../src/modules/training/upload-signing';
@@ -116,6 +118,39 @@ describe('signed upload URLs', () => {
     expect((await gql(COMPLETE_UPLOAD, { uploadId: u2.id }, a)).data.completeDatasetUpload).toMatchObject({ version: 2, rowCount: 1 });
     expect((await gql(DATASET, { id: d.dataset.id }, a)).data.dataset.versions.map((v: any) => v.version)).toEqual([2, 1]);
   });
+
+  it('completes one upload called twice at once into one version, and keeps the bytes that version is stored under', async () => {
+    // over 64 kB, so each call profiles on a worker thread and both are past the early check at once
+    const rows = Array.from({ length: 4000 }, (_, i) => `${i},${(i * 7) % 13}.5,k${i % 5},note number ${i}`);
+    const csv = `id,x,kind,note\n${rows.join('\n')}\n`;
+    const big = await startTestApi({ DATA_DIR: dataDir });
+    try {
+      const t = await signUpTenant(big, 'Delta');
+      const g: Gql = (q, v, tt) => big.gql(q, v, tt.token);
+      const created = (await g(CREATE_DATASET, { input: { name: 'race', format: 'CSV' } }, t)).data.createDataset;
+      expect((await putFile(created.upload.url, csv, 'text/csv')).status).toBe(200);
+      const [r1, r2] = await Promise.all([g(COMPLETE_UPLOAD, { uploadId: created.upload.id }, t), g(COMPLETE_UPLOAD, { uploadId: created.upload.id }, t)]);
+      expect(r1.errors).toBeUndefined();
+      expect(r2.errors).toBeUndefined();
+      expect(r2.data.completeDatasetUpload).toEqual(r1.data.completeDatasetUpload);
+      expect(await versions(created.dataset.id)).toBe(1);
+      const versionFile = async (id: string) => join(dataDir, 'artifacts', (await owner.query(`SELECT storage_key FROM dataset_versions WHERE id = $1`, [id])).rows[0].storage_key);
+      // the version's file is still there: every training job on it reads it
+      expect(existsSync(await versionFile(r1.data.completeDatasetUpload.id))).toBe(true);
+      // the same bytes through another upload, completed twice at once too: both answer the same version;
+      // that upload's copy goes (even under a call still profiling it), the version's stays
+      const u2 = (await g(CREATE_UPLOAD, { datasetId: created.dataset.id }, t)).data.createDatasetUpload;
+      expect((await putFile(u2.url, csv, 'text/csv')).status).toBe(200);
+      const again = await Promise.all([g(COMPLETE_UPLOAD, { uploadId: u2.id }, t), g(COMPLETE_UPLOAD, { uploadId: u2.id }, t)]);
+      expect(again.map((r) => r.errors)).toEqual([undefined, undefined]);
+      expect(again.map((r) => r.data.completeDatasetUpload.id)).toEqual([r1.data.completeDatasetUpload.id, r1.data.completeDatasetUpload.id]);
+      expect(existsSync(await storedAt(u2.id))).toBe(false);
+      expect(await versions(created.dataset.id)).toBe(1);
+      expect(existsSync(await versionFile(r1.data.completeDatasetUpload.id))).toBe(true);
+    } finally {
+      await big.close();
+    }
+  });
 });
 
 describe('profiles', () => {
@@ -137,6 +172,31 @@ describe('profiles', () => {
     } finally {
       await big.close();
     }
+  });
+
+  it('profiles and reads keys named like Object.prototype members and "__proto__" as ordinary columns (JSONL and CSV)', async () => {
+    const limits = { maxBytes: 1e6, maxColumns: 500 };
+    const bytes = (text: string) => Readable.from([Buffer.from(text)]);
+    const jsonl = '{"a":1,"constructor":"x","__proto__":"p"}\n{"a":2,"toString":"t"}\n{"a":3,"__proto__":"q","valueOf":5,"hasOwnProperty":true}\n';
+    const j = await profileDataset(bytes(jsonl), 'JSONL', limits);
+    expect(j.columns.map((c) => [c.name, c.type, c.missingCount, c.distinctCount])).toEqual([
+      ['a', 'integer', 0, 3], ['constructor', 'category', 2, 1], ['__proto__', 'category', 1, 2],
+      ['toString', 'category', 2, 1], ['valueOf', 'integer', 2, 1], ['hasOwnProperty', 'boolean', 2, 1],
+    ]);
+    const table = await readTable(bytes(jsonl), 'JSONL', j.columns.map((c) => ({ name: c.name, type: c.type })));
+    expect(Object.fromEntries(table.columns)).toEqual({
+      a: [1, 2, 3], constructor: ['x', null, null], ['__proto__']: ['p', null, 'q'], toString: [null, 't', null], valueOf: [null, null, 5], hasOwnProperty: [null, null, true],
+    });
+    const csv = 'a,__proto__,constructor\n1,x,\n2,,y\n3,x,z\n';
+    const c = await profileDataset(bytes(csv), 'CSV', limits);
+    expect(c.columns.map((x) => [x.name, x.missingCount, x.distinctCount])).toEqual([['a', 0, 3], ['__proto__', 1, 1], ['constructor', 1, 2]]);
+    const ct = await readTable(bytes(csv), 'CSV', c.columns.map((x) => ({ name: x.name, type: x.type })));
+    expect(ct.columns.get('__proto__')).toEqual(['x', null, 'x']);
+    // and through the API: the version's profile has the columns
+    const up = await upload(gql, a, 'proto', jsonl, 'JSONL');
+    expect(up.res.errors).toBeUndefined();
+    expect(up.res.data.completeDatasetUpload.columns.map((x: any) => [x.name, x.missingCount])).toEqual(
+      [['a', 0], ['constructor', 2], ['__proto__', 1], ['toString', 2], ['valueOf', 2], ['hasOwnProperty', 2]]);
   });
 });
 

@@ -100,6 +100,40 @@ describe('trials', () => {
     expect(applyPipeline(p, table, [2])).toEqual([[998, 0, 0]]);
   });
 
+  it('imputes a CONSTANT as a value of its column\'s type: booleans from true/false (any case) or 1/0, datetimes from a date string; never NaN', () => {
+    const opts = { standardize: false, textMaxFeatures: 10, textNgram: 1, maxCategories: 5 };
+    const at = Date.UTC(2024, 0, 10);
+    const table = new Map<string, Array<number | string | boolean | null>>([['flag', [true, null, false]], ['at', [at, null, at]]]);
+    const cols = [{ name: 'flag', type: 'boolean' as const }, { name: 'at', type: 'datetime' as const }];
+    const fit = (flag: string | number | boolean, date: string | number, extra: Array<{ type: 'ONE_HOT'; columns: string[] }> = []) => {
+      const p = fitPipeline(table, [0, 1, 2], cols, [
+        { type: 'IMPUTE', columns: ['flag'], strategy: 'CONSTANT', value: flag },
+        { type: 'IMPUTE', columns: ['at'], strategy: 'CONSTANT', value: date },
+        { type: 'DATE_PARTS', columns: ['at'], parts: ['year', 'month', 'day'] },
+        ...extra,
+      ], opts);
+      const X = applyPipeline(p, table);
+      expect(X.flat().every(Number.isFinite)).toBe(true);
+      return { p, X };
+    };
+    for (const [value, fill] of [['true', 1], ['TRUE', 1], ['False', 0], [true, 1], [false, 0], [1, 1], [0, 0]] as const) {
+      const { p, X } = fit(value, '2023-06-15');
+      expect(p.encoders[0]).toMatchObject({ kind: 'numeric', fill });
+      expect(X[1]![0]).toBe(fill);
+    }
+    const { p, X } = fit('true', '2023-06-15');
+    expect(p.encoders[1]).toMatchObject({ kind: 'dateparts', fill: Date.UTC(2023, 5, 15) });
+    expect(X[1]!.slice(1)).toEqual([2023, 6, 15]);
+    // one-hot of a boolean: the constant fills the category of that boolean
+    const oneHot = fit('TRUE', '2023-06-15', [{ type: 'ONE_HOT', columns: ['flag'] }]);
+    expect(oneHot.p.encoders[0]).toMatchObject({ kind: 'onehot', fill: 'true' });
+    expect(oneHot.X[1]!.slice(0, 2)).toEqual(oneHot.X[0]!.slice(0, 2));
+    // a constant the API now refuses (an older job's): the column's default fill, not NaN or 1970
+    const old = fit('yes', 5);
+    expect(old.p.encoders[0]).toMatchObject({ kind: 'numeric', fill: 0 });
+    expect(old.p.encoders[1]).toMatchObject({ kind: 'dateparts', fill: at });
+  });
+
   it('predicts through the cached loaded model, and reports a missing artifact as MODEL_ERROR', async () => {
     const s = await spec('TABULAR_CLASSIFICATION', toCsv(flowers(150)), 'decision_tree');
     const out = await runTrial(s, ctx());

@@ -256,6 +256,45 @@ describe('TABULAR_CLASSIFICATION end to end', () => {
     const models = await gql(MODELS, { first: 50 }, b);
     expect(models.data.models.edges).toEqual([]);
   });
+
+  it('refuses an IMPUTE constant that does not fit its column\'s type naming the column, and trains with one that does', async () => {
+    const rows = flowers(60, 5).map((r, i) => ({ ...r, fresh: i % 4 === 0 ? null : i % 3 === 0 }));
+    const up = await upload(gql, a, 'flowers-fresh', toCsv(rows));
+    expect(up.res.errors).toBeUndefined();
+    expect(up.res.data.completeDatasetUpload.columns.find((c: any) => c.name === 'fresh')).toMatchObject({ type: 'BOOLEAN', missingCount: 15 });
+    const base = { datasetId: up.datasetId, modelName: 'flowers-impute', task: 'TABULAR_CLASSIFICATION', targetColumn: 'species' };
+    const impute = (column: string, value: unknown) => ({ ...base, transforms: [{ type: 'ONE_HOT', columns: ['colour'] }, { type: 'IMPUTE', columns: [column], strategy: 'CONSTANT', value }] });
+    const field = 'input.transforms[1].columns[0]';
+    const cases: Array<[Record<string, unknown>, RegExp]> = [
+      [impute('fresh', 'yes'), /boolean column needs true or false/],
+      [impute('fresh', 2), /boolean column needs true or false/],
+      [impute('fresh', '1'), /boolean column needs true or false/],
+      [impute('measured', 5), /datetime column needs a date string/],
+      [impute('measured', 'soon'), /datetime column needs a date string/],
+      [impute('measured', true), /datetime column needs a date string/],
+      [impute('petal_width', '0.5'), /numeric column needs a numeric constant/],
+      [impute('petal_width', false), /numeric column needs a numeric constant/],
+    ];
+    const { rows: [{ n: before }] } = await owner.query(`SELECT count(*)::int AS n FROM jobs WHERE tenant_id = $1`, [a.tenantId]);
+    for (const [input, message] of cases) {
+      const res = await gql(CREATE_TRAINING, { input }, a);
+      expect({ input, got: errorOf(res) }).toEqual({ input, got: { code: 'BAD_USER_INPUT', field, message: expect.stringMatching(message) } });
+    }
+    const { rows: [{ n: after }] } = await owner.query(`SELECT count(*)::int AS n FROM jobs WHERE tenant_id = $1`, [a.tenantId]);
+    expect(after).toBe(before);
+    const res = await gql(CREATE_TRAINING, {
+      input: {
+        ...base, algorithm: 'decision_tree',
+        transforms: [
+          { type: 'IMPUTE', columns: ['fresh'], strategy: 'CONSTANT', value: 'TRUE' },
+          { type: 'IMPUTE', columns: ['measured'], strategy: 'CONSTANT', value: '2024-02-01' },
+          { type: 'IMPUTE', columns: ['petal_width'], strategy: 'CONSTANT', value: 0.5 },
+        ],
+      },
+    }, a);
+    expect(res.errors).toBeUndefined();
+    expect((await waitTraining(gql, a, res.data.createTrainingJob.id)).status).toBe('SUCCEEDED');
+  });
 });
 
 describe('TABULAR_REGRESSION end to end (JSONL)', () => {

@@ -33,8 +33,19 @@ export class DatasetFormatError extends Error {
 export type RawValue = string | number | boolean | null;
 export interface RawRow {
   line: number;
+  /**
+   * Column name → value, with no prototype: a column named "__proto__" is a field like any other,
+   * and one named "constructor" or "toString" that a row lacks reads as absent. Read it with valueIn.
+   */
   values: Record<string, RawValue>;
 }
+
+/** An empty row-values record with no prototype (see RawRow.values). */
+const newValues = (): Record<string, RawValue> => Object.create(null) as Record<string, RawValue>;
+
+/** A row's own value of a column (undefined where the row lacks it), never an inherited member. */
+export const valueIn = (values: Readonly<Record<string, unknown>>, column: string): unknown =>
+  Object.hasOwn(values, column) ? values[column] : undefined;
 
 // ---- bytes: size limit, hash, UTF-8 validation -----------------------------------------------------
 
@@ -149,7 +160,7 @@ async function* csvRows(text: AsyncGenerator<string>, limits: ParseLimits): Asyn
       if (record.length !== header.length) {
         throw new DatasetFormatError(`line ${info.lines}: expected ${header.length} fields (as in the header), found ${record.length}`, info.lines);
       }
-      const values: Record<string, RawValue> = {};
+      const values = newValues();
       for (let i = 0; i < header.length; i++) {
         const v = record[i]!;
         values[header[i]!] = v === '' ? null : v;
@@ -191,7 +202,8 @@ async function* jsonlRows(text: AsyncGenerator<string>, limits: ParseLimits): As
       throw new DatasetFormatError(`line ${line}: invalid JSON (${(err as Error).message})`, line);
     }
     if (!obj || typeof obj !== 'object' || Array.isArray(obj)) throw new DatasetFormatError(`line ${line}: expected a JSON object, found ${Array.isArray(obj) ? 'an array' : JSON.stringify(obj)?.slice(0, 40)}`, line);
-    const values: Record<string, RawValue> = {};
+    // JSON.parse makes "__proto__" an own key; Object.entries lists it; newValues() keeps it a field.
+    const values = newValues();
     for (const [k, v] of Object.entries(obj)) {
       if (!columns.has(k)) {
         if (!k.trim()) throw new DatasetFormatError(`line ${line}: a key is empty`, line);
@@ -392,7 +404,7 @@ export async function profileDataset(source: AsyncIterable<Uint8Array>, format: 
   let rows = 0;
   for await (const row of readRows(source, format, limits, stats)) {
     for (const k of Object.keys(row.values)) if (!cols.has(k)) cols.set(k, new ColumnStats(k, rows));
-    for (const c of cols.values()) c.add(row.values[c.name]);
+    for (const c of cols.values()) c.add(valueIn(row.values, c.name) as RawValue | undefined);
     rows++;
   }
   if (rows === 0) throw new DatasetFormatError('the file has no data rows');
@@ -406,7 +418,7 @@ export async function readTable(
   const out = new Map(columns.map((c) => [c.name, [] as Array<number | string | boolean | null>]));
   let rowCount = 0;
   for await (const row of readRows(source, format, { maxBytes, maxColumns: Number.MAX_SAFE_INTEGER })) {
-    for (const c of columns) out.get(c.name)!.push(coerce(row.values[c.name], c.type));
+    for (const c of columns) out.get(c.name)!.push(coerce(valueIn(row.values, c.name) as RawValue | undefined, c.type));
     rowCount++;
   }
   return { rowCount, columns: out };

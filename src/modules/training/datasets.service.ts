@@ -184,14 +184,22 @@ export class DatasetsService {
       });
     } catch (err) {
       if (!(err instanceof DatasetFormatError) && !(err instanceof ArtifactNotFound)) throw err;
+      // A concurrent completion of this upload finished meanwhile (and may have removed the bytes as a
+      // duplicate of an earlier version): answer its version, and delete nothing a version may read.
+      const [now] = await this.db.tenant(p.tenantId, (m) => m.query(`SELECT dataset_version_id FROM uploads WHERE id = $1`, [uploadId]));
+      if (now?.dataset_version_id) return this.version(p.tenantId, now.dataset_version_id);
       await this.store.delete(u.storage_key).catch(() => undefined);
       await this.db.tenant(p.tenantId, (m) => m.query(`UPDATE uploads SET size_bytes = NULL WHERE id = $1`, [uploadId]));
       if (err instanceof ArtifactNotFound) throw badInput('uploadId', 'the uploaded file is gone; upload it again with a new upload URL');
       throw new AppError(ErrorCode.BAD_USER_INPUT, `file: ${err.message}`, { field: 'file', ...(err.line ? { line: err.line } : {}), ...(err.column ? { column: err.column } : {}) });
     }
-    const { versionId, duplicate } = await this.db.tenant(p.tenantId, async (m) => {
+    const { versionId, deleteUpload } = await this.db.tenant(p.tenantId, async (m) => {
       await m.query(`SELECT id FROM datasets WHERE id = $1 FOR UPDATE`, [u.dataset_id]);
-      const [same] = await m.query(`SELECT id FROM dataset_versions WHERE dataset_id = $1 AND content_hash = $2`, [u.dataset_id, profile.contentHash]);
+      // Another completion of this upload may have finished while this one profiled (the check above
+      // is outside any lock): its version stands, and this call answers it.
+      const [done] = await m.query(`SELECT dataset_version_id FROM uploads WHERE id = $1 FOR UPDATE`, [uploadId]);
+      if (done?.dataset_version_id) return { versionId: done.dataset_version_id as string, deleteUpload: false };
+      const [same] = await m.query(`SELECT id, storage_key FROM dataset_versions WHERE dataset_id = $1 AND content_hash = $2`, [u.dataset_id, profile.contentHash]);
       let id: string = same?.id;
       if (!id) {
         const [row] = await m.query(
@@ -203,10 +211,10 @@ export class DatasetsService {
         id = row.id;
       }
       await m.query(`UPDATE uploads SET dataset_version_id = $2 WHERE id = $1`, [uploadId, id]);
-      return { versionId: id, duplicate: !!same };
+      // The same bytes are already stored under the earlier version's key; never delete the key a version reads.
+      return { versionId: id, deleteUpload: !!same && same.storage_key !== u.storage_key };
     });
-    // The same bytes are already stored under the earlier version's key.
-    if (duplicate) await this.store.delete(u.storage_key).catch(() => undefined);
+    if (deleteUpload) await this.store.delete(u.storage_key).catch(() => undefined);
     return this.version(p.tenantId, versionId);
   }
 

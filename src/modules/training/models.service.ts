@@ -198,7 +198,7 @@ export function checkRows(schema: FeatureSchema, input: unknown): Array<Record<s
     }
     for (const f of schema.features) {
       const field = `input.rows[${i}].${f.name}`;
-      if (!(f.name in row)) throw badInput(field, `missing feature (${f.type})`);
+      if (!Object.hasOwn(row, f.name)) throw badInput(field, `missing feature (${f.type})`);
       const x = row[f.name];
       if (x === null) {
         if (!f.nullable) throw badInput(field, `must not be null (${f.type})`);

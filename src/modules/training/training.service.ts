@@ -294,8 +294,7 @@ function transformProblem(t: TransformSpec, type: ColumnType): string | null {
   switch (t.type) {
     case 'IMPUTE':
       if ((t.strategy === 'MEAN' || t.strategy === 'MEDIAN') && !NUMERIC.has(type) && type !== 'datetime') return `${t.strategy} imputation needs a numeric column, not ${type}`;
-      if (t.strategy === 'CONSTANT' && NUMERIC.has(type) && typeof t.value !== 'number') return 'a numeric column needs a numeric constant';
-      return null;
+      return t.strategy === 'CONSTANT' ? constantProblem(t.value, type) : null;
     case 'STANDARDIZE':
       return NUMERIC.has(type) || type === 'boolean' || type === 'datetime' ? null : `cannot standardise a ${type} column`;
     case 'DATE_PARTS':
@@ -307,6 +306,25 @@ function transformProblem(t: TransformSpec, type: ColumnType): string | null {
     default:
       return null;
   }
+}
+
+/**
+ * Whether an IMPUTE constant is a value of its column's type, as the runtime encodes it: numbers for
+ * number/integer columns, true/false (booleans, the strings in any case, or 1/0) for boolean ones, a
+ * date string for datetime ones; category and text columns take any constant as a string.
+ */
+function constantProblem(value: unknown, type: ColumnType): string | null {
+  const shown = JSON.stringify(value);
+  if (NUMERIC.has(type)) return typeof value === 'number' && Number.isFinite(value) ? null : `a numeric column needs a numeric constant, not ${shown}`;
+  if (type === 'boolean') {
+    const ok = typeof value === 'boolean' || value === 0 || value === 1 || (typeof value === 'string' && /^(true|false)$/i.test(value.trim()));
+    return ok ? null : `a boolean column needs true or false (or 1/0) as its constant, not ${shown}`;
+  }
+  if (type === 'datetime') {
+    const ok = typeof value === 'string' && Number.isFinite(Date.parse(value.trim()));
+    return ok ? null : `a datetime column needs a date string (such as 2024-01-31) as its constant, not ${shown}`;
+  }
+  return null;
 }
 
 /** GraphQL passes explicit nulls for absent optional fields: treat them as absent (nested too). */

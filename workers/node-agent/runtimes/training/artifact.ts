@@ -3,7 +3,7 @@
  * the feature schema and what prediction needs. Loading one gives a predictor that applies exactly
  * the transforms fitted at training.
  */
-import { coerce, type RawValue } from '../../../../src/modules/training/dataset-parser';
+import { coerce, valueIn, type RawValue } from '../../../../src/modules/training/dataset-parser';
 import type { FeatureSchema, Hyperparameters, ModelPrediction, Task } from '../../../../src/modules/training/training.contract';
 import { futureTimestamps } from '../forecast/index';
 import { forecaster, type Fit } from './forecasting';
@@ -64,7 +64,8 @@ export function supervised(a: SupervisedArtifact, model: TrainedModel): LoadedMo
   return {
     artifact: a,
     predict: ({ rows = [] }) => {
-      const table: Table = new Map(features.map((f) => [f.name, rows.map((r) => coerce(r[f.name] as RawValue, f.type))]));
+      // own values only: a feature named "constructor" or "__proto__" a row lacks is missing, not an inherited member
+      const table: Table = new Map(features.map((f) => [f.name, rows.map((r) => coerce(valueIn(r, f.name) as RawValue | undefined, f.type))]));
       const X = applyPipeline(a.pipeline, table);
       if (model.predictProba) {
         const classes = a.classes ?? [];

@@ -94,9 +94,39 @@ export function tokenize(text: string, ngram: number): string[] {
   return out;
 }
 
-function numericFill(values: number[], spec: TransformSpec | undefined, fallback: 'MEAN' | 'MODE'): number {
-  const strategy = spec?.strategy ?? fallback;
-  if (strategy === 'CONSTANT') return Number(spec!.value);
+/**
+ * An IMPUTE constant as a value of its column's type, as the table holds it (booleans true/false from
+ * booleans, "true"/"false" in any case or 1/0; datetimes as epoch ms from a date string; numbers as
+ * finite numbers; anything else as a string), or null where it is none (the API refuses those; an
+ * older job's falls back to the column's default fill).
+ */
+export function imputeConstant(value: unknown, type: ColumnType): Value {
+  if (value === null || value === undefined) return null;
+  switch (type) {
+    case 'boolean':
+      if (typeof value === 'boolean') return value;
+      if (value === 0 || value === 1) return value === 1;
+      if (typeof value === 'string' && /^(true|false)$/i.test(value.trim())) return value.trim().toLowerCase() === 'true';
+      return null;
+    case 'number':
+    case 'integer':
+      return typeof value === 'number' && Number.isFinite(value) ? value : null;
+    case 'datetime': {
+      const ms = typeof value === 'string' ? Date.parse(value.trim()) : NaN;
+      return Number.isFinite(ms) ? ms : null;
+    }
+    default:
+      return String(value);
+  }
+}
+
+function numericFill(values: number[], spec: TransformSpec | undefined, type: ColumnType, fallback: 'MEAN' | 'MODE'): number {
+  let strategy = spec?.strategy ?? fallback;
+  if (strategy === 'CONSTANT') {
+    const c = toNumber(imputeConstant(spec!.value, type));
+    if (c !== null && Number.isFinite(c)) return c;
+    strategy = fallback;
+  }
   if (strategy === 'MEDIAN') return medianOf(values);
   if (strategy === 'MODE') return modeOf(values) ?? 0;
   return meanOf(values);
@@ -129,7 +159,8 @@ export function fitPipeline(table: Table, idx: ArrayLike<number>, columns: Array
       featureNames.push(...vocab.map((t) => `${col.name}:${t}`));
     } else if (oneHot || col.type === 'category') {
       const present = values.map(toCategory).filter((v): v is string => v !== null);
-      const fill = impute?.strategy === 'CONSTANT' ? String(impute.value) : modeOf(present) ?? '';
+      const constant = impute?.strategy === 'CONSTANT' ? toCategory(imputeConstant(impute.value, col.type)) : null;
+      const fill = constant ?? modeOf(present) ?? '';
       const counts = new Map<string, number>();
       for (const v of present) counts.set(v, (counts.get(v) ?? 0) + 1);
       const ranked = [...counts].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).map(([c]) => c);
@@ -139,7 +170,7 @@ export function fitPipeline(table: Table, idx: ArrayLike<number>, columns: Array
       featureNames.push(...categories.map((c) => `${col.name}=${c}`), ...(other ? [`${col.name}=(other)`] : []));
     } else if (dates || col.type === 'datetime') {
       const present = values.map(toNumber).filter((v): v is number => v !== null);
-      const fill = impute?.strategy === 'CONSTANT' ? Number(Date.parse(String(impute.value))) || 0 : numericFill(present, impute, 'MEAN');
+      const fill = numericFill(present, impute, 'datetime', 'MEAN');
       const parts = (dates?.parts as DatePart[] | undefined) ?? DEFAULT_DATE_PARTS;
       const filled = values.map((v) => toNumber(v) ?? fill);
       const center: number[] = [];
@@ -154,7 +185,7 @@ export function fitPipeline(table: Table, idx: ArrayLike<number>, columns: Array
       featureNames.push(...parts.map((p) => `${col.name}.${p}`));
     } else {
       const present = values.map(toNumber).filter((v): v is number => v !== null);
-      const fill = numericFill(present, impute, col.type === 'boolean' ? 'MODE' : 'MEAN');
+      const fill = numericFill(present, impute, col.type, col.type === 'boolean' ? 'MODE' : 'MEAN');
       const filled = values.map((v) => toNumber(v) ?? fill);
       const m = meanOf(filled);
       encoders.push({ kind: 'numeric', column: col.name, fill, center: standardize ? m : 0, scale: standardize ? stdOf(filled, m) : 1 });
