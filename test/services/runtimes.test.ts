@@ -214,6 +214,17 @@ describe('language', () => {
     spans.forEach(([s], i) => i > 0 && expect(s).toBeGreaterThanOrEqual(spans[i - 1]?.[1] ?? 0)); // sorted, no overlaps
   });
 
+  it('counts entity offsets in characters (code points), as the contract says, also after emoji', async () => {
+    const text = '😀🚀 Angela Merkel flew to Paris. 👍 Then Microsoft Corp. paid $300.';
+    const { output } = await call<{ entities: Array<{ text: string; type: string; start: number; end: number }> }>('language.entities', { text });
+    const chars = [...text];
+    const merkel = output.entities.find((e) => e.text === 'Angela Merkel');
+    expect(merkel).toMatchObject({ type: 'PERSON', start: 3, end: 16 });
+    for (const e of output.entities) expect(chars.slice(e.start, e.end).join('')).toBe(e.text);
+    expect(output.entities.find((e) => e.text === 'Paris')).toBeDefined();
+    expect(output.entities.some((e) => e.type === 'MONEY' && e.text === '$300')).toBe(true);
+  });
+
   it('extracts keywords sorted by score', async () => {
     const text = 'Electric cars need charging stations. The city builds new charging stations for electric cars and buses.';
     const { output } = await call<{ keywords: Array<{ text: string; score: number }> }>('language.keywords', { text, maxResults: 3 });

@@ -99,5 +99,21 @@ export function entities(input: { text: string }): EntitiesOutput {
     if (!kept.some((k) => e.start < k.end && k.start < e.end)) kept.push(e);
   }
   kept.sort((a, b) => a.start - b.start);
-  return { entities: kept };
+  return { entities: toCodePointOffsets(text, kept) };
+}
+
+/**
+ * The contract's offsets count characters (code points), as the text limit does; JavaScript's
+ * string indices count UTF-16 code units, one more for every character outside the BMP (emoji,
+ * some CJK) before the offset. Text without such characters (most) is left as it is.
+ */
+export function toCodePointOffsets<T extends { start: number; end: number }>(text: string, spans: T[]): T[] {
+  if (!/[\uD800-\uDBFF]/.test(text)) return spans;
+  // before[i]: surrogate pairs that end before UTF-16 index i.
+  const before = new Uint32Array(text.length + 1);
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    before[i + 1] = before[i]! + (c >= 0xdc00 && c <= 0xdfff && i > 0 && (text.charCodeAt(i - 1) & 0xfc00) === 0xd800 ? 1 : 0);
+  }
+  return spans.map((s) => ({ ...s, start: s.start - before[s.start]!, end: s.end - before[s.end]! }));
 }
