@@ -46,7 +46,10 @@ export interface App {
 
 export async function createApp(env: Env, opts: { log?: Logger; metrics?: Metrics } = {}): Promise<App> {
   const log = opts.log ?? createLogger(env.LOG_LEVEL);
-  const dataSource = createDataSource({ url: appDatabaseUrl(env), poolSize: env.DB_POOL_SIZE, applicationName: 'nimbus-api' });
+  const dataSource = createDataSource({
+    url: appDatabaseUrl(env), poolSize: env.DB_POOL_SIZE, applicationName: 'nimbus-api',
+    queryTimeoutMs: env.DB_QUERY_TIMEOUT_MS, connectTimeoutMs: env.DB_CONNECT_TIMEOUT_MS,
+  });
   await dataSource.initialize();
   const db = new Database(dataSource);
   // Auto-pipelining: commands issued in the same tick share one write (rate limits, wake-ups, reads).

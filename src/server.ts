@@ -1,20 +1,21 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { ApolloServer } from '@apollo/server';
+import { ApolloServer, type ApolloServerPlugin } from '@apollo/server';
 import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
 import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
 import { ApolloServerPluginLandingPageLocalDefault } from '@apollo/server/plugin/landingPage/default';
 import { expressMiddleware } from '@as-integrations/express5';
-import express, { type Request } from 'express';
+import express, { type NextFunction, type Request, type Response } from 'express';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer } from 'ws';
 import depthLimit from 'graphql-depth-limit';
 import { GraphQLError, type GraphQLSchema } from 'graphql';
 import type { App } from './app';
-import { AppError, ErrorCode, unauthenticated } from './platform/errors';
+import { AppError, ErrorCode, isBackendUnavailable, serviceUnavailable, unauthenticated } from './platform/errors';
 import type { GqlContext } from './platform/graphql/context';
 import { costPlugin } from './platform/graphql/cost';
+import { MAX_BODY_BYTES, MAX_DOCUMENT_TOKENS } from './platform/graphql/limits';
 import { makeFormatError } from './platform/graphql/errors';
 import { consumeRequestTokens } from './platform/graphql/request-limits';
 import { websocketOptions } from './platform/graphql/websocket';
@@ -22,6 +23,24 @@ import { buildNimbusSchema } from './platform/graphql/schema';
 import type { Principal } from './modules/tenancy/principal';
 import { uploadHandler } from './modules/training/upload-route';
 import { metricsAuthorized } from './platform/http/metrics-server';
+
+/**
+ * A response whose every error is SERVICE_UNAVAILABLE and that has no data answers HTTP 503, so
+ * load balancers and clients' retry logic see an outage as one.
+ */
+function unavailableStatusPlugin(): ApolloServerPlugin<GqlContext> {
+  return {
+    async requestDidStart() {
+      return {
+        async willSendResponse({ response }) {
+          if (response.body.kind !== 'single') return;
+          const { errors, data } = response.body.singleResult;
+          if (errors?.length && !data && errors.every((e) => e.extensions?.code === ErrorCode.SERVICE_UNAVAILABLE)) response.http.status = 503;
+        },
+      };
+    },
+  };
+}
 
 export interface RunningServer {
   url: string;
@@ -41,7 +60,8 @@ export async function startServer(app: App, opts: { port?: number; host?: string
   const production = env.NODE_ENV === 'production';
 
   // Subscriptions over graphql-ws on the same path; the credential comes in connectionParams.authorization.
-  const wss = new WebSocketServer({ server: httpServer, path: '/graphql' });
+  // Messages as large as an HTTP body may be, not ws's default of 100 MiB.
+  const wss = new WebSocketServer({ server: httpServer, path: '/graphql', maxPayload: MAX_BODY_BYTES });
   const formatError = makeFormatError(log);
   const ws = websocketOptions(app, schema, formatError, { credentialRecheckMs: env.WS_CREDENTIAL_RECHECK_MS });
   const wsCleanup = useServer(ws.options, wss);
@@ -51,6 +71,7 @@ export async function startServer(app: App, opts: { port?: number; host?: string
     introspection: !production,
     csrfPrevention: true,
     includeStacktraceInErrorResponses: false,
+    parseOptions: { maxTokens: MAX_DOCUMENT_TOKENS },
     validationRules: [depthLimit(env.QUERY_DEPTH_LIMIT)],
     formatError,
     plugins: [
@@ -68,6 +89,7 @@ export async function startServer(app: App, opts: { port?: number; host?: string
       production ? ApolloServerPluginLandingPageDisabled() : ApolloServerPluginLandingPageLocalDefault({ embed: true }),
       costPlugin(() => schema, env.QUERY_COST_LIMIT),
       app.metrics.apolloPlugin(),
+      unavailableStatusPlugin(),
     ],
   });
   await apollo.start();
@@ -109,7 +131,7 @@ export async function startServer(app: App, opts: { port?: number; host?: string
   });
   expressApp.use(
     '/graphql',
-    express.json({ limit: '12mb' }),
+    express.json({ limit: MAX_BODY_BYTES }),
     expressMiddleware(apollo, {
       context: async ({ req, res }) => {
         const requestId = String(res.locals.requestId);
@@ -119,6 +141,18 @@ export async function startServer(app: App, opts: { port?: number; host?: string
       },
     }),
   );
+
+  // Errors before GraphQL (a body that is not JSON, or too large) answer as GraphQL errors, never
+  // as Express's HTML page (which shows a stack trace outside production).
+  expressApp.use((err: Error & { type?: string; status?: number }, _req: Request, res: Response, next: NextFunction) => {
+    if (res.headersSent) return next(err);
+    if (err.type === 'entity.parse.failed' || err.type === 'entity.too.large' || err.type === 'encoding.unsupported' || err.type === 'charset.unsupported') {
+      const message = err.type === 'entity.too.large' ? `The request body exceeds ${MAX_BODY_BYTES / 1024 / 1024} MB` : 'The request body is not valid JSON';
+      return void res.status(err.status ?? 400).json({ errors: [{ message, extensions: { code: ErrorCode.BAD_USER_INPUT } }] });
+    }
+    log.error({ err }, 'unhandled error in HTTP request');
+    res.status(500).json({ errors: [{ message: 'Internal server error', extensions: { code: ErrorCode.INTERNAL } }] });
+  });
 
   const port = opts.port ?? env.PORT;
   await new Promise<void>((resolve) => httpServer.listen(port, opts.host ?? env.HOST, resolve));
@@ -147,9 +181,11 @@ async function toGraphQL<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (err) {
-    if (err instanceof AppError) {
-      const status = err.code === ErrorCode.UNAUTHENTICATED ? 401 : err.code === ErrorCode.RATE_LIMITED ? 429 : 400;
-      throw new GraphQLError(err.message, { extensions: { ...err.extensions, code: err.code, http: { status } } });
+    // Postgres or Redis down while authenticating or rate limiting: fail closed, and say so.
+    const e = err instanceof AppError ? err : isBackendUnavailable(err) ? serviceUnavailable() : null;
+    if (e) {
+      const status = e.code === ErrorCode.UNAUTHENTICATED ? 401 : e.code === ErrorCode.RATE_LIMITED ? 429 : e.code === ErrorCode.SERVICE_UNAVAILABLE ? 503 : 400;
+      throw new GraphQLError(e.message, { extensions: { ...e.extensions, code: e.code, http: { status } } });
     }
     throw err;
   }

@@ -24,6 +24,10 @@ const schema = z.object({
     APP_DB_USER: z.string().regex(/^[a-z_][a-z0-9_]*$/, 'must be a plain lower-case role name').default('nimbus_app'),
     APP_DB_PASSWORD: z.string().min(8).default('nimbus_app_dev_pw'),
     DB_POOL_SIZE: z.coerce.number().int().min(1).max(200).default(10),
+    /** The API gives up on a query unanswered this long (a hung database): SERVICE_UNAVAILABLE. */
+    DB_QUERY_TIMEOUT_MS: z.coerce.number().int().min(100).default(15_000),
+    /** ... and on opening a connection after this long. */
+    DB_CONNECT_TIMEOUT_MS: z.coerce.number().int().min(100).default(5_000),
     REDIS_URL: z.url().default('redis://127.0.0.1:6379'),
     /** Key prefix for every Redis key (queues, rate limits), so several deployments or test runs share a Redis. */
     REDIS_PREFIX: z.string().min(1).default('nimbus'),

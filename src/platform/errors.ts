@@ -19,6 +19,7 @@ export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
 const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
   RATE_LIMITED: 429,
+  SERVICE_UNAVAILABLE: 503,
 };
 
 /**
@@ -51,3 +52,28 @@ export const forbidden = (message = 'Not allowed') => new AppError(ErrorCode.FOR
 export const unauthenticated = (message = 'Authentication required') =>
   new AppError(ErrorCode.UNAUTHENTICATED, message);
 export const conflict = (message: string) => new AppError(ErrorCode.CONFLICT, message);
+
+// Postgres: connection failure / admin shutdown / cannot connect now / too many connections.
+const PG_UNAVAILABLE_CODES = new Set(['08000', '08001', '08003', '08006', '57P01', '57P02', '57P03', '53300']);
+const UNAVAILABLE_MESSAGE = new RegExp([
+  'timeout exceeded when trying to connect', 'Connection terminated', 'Query read timeout', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE',
+  'Client has encountered a connection error', 'Connection is closed', 'max retries per request', 'Stream isn\'t writeable',
+].join('|'), 'i');
+
+/**
+ * Whether an unexpected error means a backing service (Postgres, Redis) is down or not
+ * answering, rather than a bug: a client should retry later (SERVICE_UNAVAILABLE), and nothing
+ * about it is worth a stack trace in the logs. Looks through TypeORM's wrapper to the driver's error.
+ */
+export function isBackendUnavailable(err: unknown): boolean {
+  for (let e = err as { code?: unknown; message?: unknown; name?: unknown; driverError?: unknown } | undefined, depth = 0; e && depth < 3;
+    e = e.driverError as typeof e, depth++) {
+    if (typeof e.code === 'string' && PG_UNAVAILABLE_CODES.has(e.code)) return true;
+    if (e.name === 'MaxRetriesPerRequestError') return true;
+    if (typeof e.message === 'string' && UNAVAILABLE_MESSAGE.test(e.message)) return true;
+  }
+  return false;
+}
+
+export const serviceUnavailable = () =>
+  new AppError(ErrorCode.SERVICE_UNAVAILABLE, 'The service is temporarily unavailable; retry shortly');

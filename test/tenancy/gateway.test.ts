@@ -71,6 +71,40 @@ describe('rate limits', () => {
   });
 });
 
+describe('request hygiene', () => {
+  const post = (body: string) => fetch(api.server.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+  const noStack = /node_modules|\/work\/|at \w+ \(/;
+
+  it('answers a body that is not JSON with a GraphQL error (BAD_USER_INPUT), never an HTML page with a stack trace', async () => {
+    const res = await post('{"query": ');
+    const text = await res.text();
+    expect(res.status).toBe(400);
+    expect(text).not.toMatch(noStack);
+    expect(JSON.parse(text).errors[0]).toMatchObject({ message: 'The request body is not valid JSON', extensions: { code: 'BAD_USER_INPUT' } });
+  });
+
+  it('answers a body over the 12 MB limit with 413 and a GraphQL error', async () => {
+    const res = await post(JSON.stringify({ query: '{ __typename }', variables: { x: 'a'.repeat(13 * 1024 * 1024) } }));
+    const text = await res.text();
+    expect(res.status).toBe(413);
+    expect(text).not.toMatch(noStack);
+    expect(JSON.parse(text).errors[0].extensions.code).toBe('BAD_USER_INPUT');
+  }, 30_000);
+
+  const aliases = (n: number) => `{ ${Array.from({ length: n }, (_, i) => `a${i}:__typename`).join(' ')} }`;
+  it('stops parsing a document past the token limit (QUERY_TOO_COSTLY), before validation walks it: 120,000 aliases, or 550,000 that crashed the depth rule', async () => {
+    for (const n of [120_000, 550_000]) {
+      const res = await post(JSON.stringify({ query: aliases(n) }));
+      const body = await res.json() as { errors: Array<{ message: string; extensions: { code: string } }> };
+      expect(res.status).toBe(400);
+      expect(body.errors[0].extensions.code).toBe('QUERY_TOO_COSTLY');
+      expect(body.errors[0].message).toMatch(/more tha[nt] 5000 tokens/); // (graphql-js writes "that")
+    }
+    // Every operation of the contract stays far below it.
+    expect((await api.gql('{ __typename }')).errors).toBeUndefined();
+  }, 60_000);
+});
+
 describe('health and metrics', () => {
   const base = () => api.server.url.replace('/graphql', '');
   it('serves /healthz, /readyz and Prometheus metrics by operation name', async () => {

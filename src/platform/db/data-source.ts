@@ -9,6 +9,14 @@ export interface DataSourceOptions {
   applicationName?: string;
   /** Postgres settings for every session of this pool (`-c name=value` startup options). */
   sessionSettings?: Record<string, string>;
+  /**
+   * Give up on a query after this long without an answer (node-postgres `query_timeout`, client
+   * side: it also ends a wait on a hung or partitioned server, which `statement_timeout` cannot),
+   * and on a connection attempt after `connectTimeoutMs`. The API sets both, so a database that
+   * stops answering costs requests seconds and SERVICE_UNAVAILABLE, not a hang.
+   */
+  queryTimeoutMs?: number;
+  connectTimeoutMs?: number;
 }
 
 /** One DataSource per role: the owner (migrations, control plane) or the API's non-owner role. */
@@ -23,9 +31,11 @@ export function createDataSource(opts: DataSourceOptions): DataSource {
     logging: false,
     poolSize: opts.poolSize ?? 10,
     applicationName: opts.applicationName ?? 'nimbus',
-    ...(opts.sessionSettings
-      ? { extra: { options: Object.entries(opts.sessionSettings).map(([k, v]) => `-c ${k}=${v}`).join(' ') } }
-      : {}),
+    extra: {
+      ...(opts.sessionSettings ? { options: Object.entries(opts.sessionSettings).map(([k, v]) => `-c ${k}=${v}`).join(' ') } : {}),
+      ...(opts.queryTimeoutMs ? { query_timeout: opts.queryTimeoutMs } : {}),
+      ...(opts.connectTimeoutMs ? { connectionTimeoutMillis: opts.connectTimeoutMs } : {}),
+    },
   });
 }
 

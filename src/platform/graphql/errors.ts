@@ -2,7 +2,7 @@ import { unwrapResolverError } from '@apollo/server/errors';
 import type { GraphQLFormattedError } from 'graphql';
 import { GraphQLError } from 'graphql';
 import type { Logger } from 'pino';
-import { AppError, ErrorCode } from '../errors';
+import { AppError, ErrorCode, isBackendUnavailable, serviceUnavailable } from '../errors';
 
 const CONTRACT_CODES = new Set<string>(Object.values(ErrorCode));
 
@@ -21,13 +21,18 @@ export function makeFormatError(log: Logger) {
     }
     const code = String(formatted.extensions?.code ?? '');
     if (code === 'GRAPHQL_PARSE_FAILED' || code === 'GRAPHQL_VALIDATION_FAILED' || code === 'BAD_USER_INPUT') {
-      const tooDeep = /exceeds maximum operation depth/.test(formatted.message);
+      const tooDeep = /exceeds maximum operation depth|Document contains more tha[nt] \d+ tokens/.test(formatted.message);
       return { ...formatted, extensions: { code: tooDeep ? ErrorCode.QUERY_TOO_COSTLY : ErrorCode.BAD_USER_INPUT } };
     }
     if (code === 'PERSISTED_QUERY_NOT_FOUND' || code === 'OPERATION_RESOLUTION_FAILURE' || code === 'BAD_REQUEST') {
       return { ...formatted, extensions: { code: ErrorCode.BAD_USER_INPUT } };
     }
     if (CONTRACT_CODES.has(code)) return { ...formatted, extensions: strip(formatted.extensions) };
+    if (isBackendUnavailable(original)) {
+      log.warn({ err: (original as Error)?.message }, 'a backing service is unavailable');
+      const e = serviceUnavailable();
+      return { message: e.message, path: formatted.path, extensions: { code: e.code } };
+    }
     log.error({ err: original }, 'unhandled error in GraphQL request');
     return { message: 'Internal server error', path: formatted.path, extensions: { code: ErrorCode.INTERNAL } };
   };

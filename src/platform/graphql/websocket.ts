@@ -11,6 +11,7 @@ import type { Principal } from '../../modules/tenancy/principal';
 import { PLAN_LIMITS } from '../../modules/tenancy/plans';
 import type { GqlContext } from './context';
 import { assertWithinCost, queryCost } from './cost';
+import { MAX_DOCUMENT_TOKENS } from './limits';
 import { consumeRequestTokens } from './request-limits';
 
 const isAsyncIterable = (x: unknown): x is AsyncIterable<ExecutionResult> =>
@@ -93,9 +94,10 @@ export function websocketOptions(
         principal = await app.services.tenancy.authenticate(ctx.extra.token!);
         await consumeRequestTokens(app, principal, ctx.extra.request.socket.remoteAddress ?? 'unknown');
         try {
-          document = parse(payload.query);
+          document = parse(payload.query, { maxTokens: MAX_DOCUMENT_TOKENS });
         } catch (err) {
-          return [new GraphQLError((err as Error).message, { extensions: { code: ErrorCode.BAD_USER_INPUT } })];
+          const tooLarge = /Document contains more tha[nt] \d+ tokens/.test((err as Error).message);
+          return [new GraphQLError((err as Error).message, { extensions: { code: tooLarge ? ErrorCode.QUERY_TOO_COSTLY : ErrorCode.BAD_USER_INPUT } })];
         }
         const invalid = validate(schema, document, rules);
         if (invalid.length) {
