@@ -7,8 +7,10 @@ import { getService, prepareInput } from '../../src/modules/services/catalog';
 import { ImageInputStore } from '../../src/modules/services/image-store';
 import { checkImage } from '../../src/modules/services/images';
 import { INPUT_KEY_RE, LocalArtifactStore, artifactKeys, checkKey, type ArtifactStore } from '../../src/modules/training/artifact-store';
-import { createRuntimeHost, runsInline, type JobContext, type RunResult, type RuntimeHost } from '../../workers/node-agent/runtimes';
+import { createRuntimeHost, maxRunMsFor, runsInline, type JobContext, type RunResult, type RuntimeHost } from '../../workers/node-agent/runtimes';
 import { resolveInput } from '../../workers/node-agent/runtimes/inputs';
+import { closeOcr, loadOcr, ocr, ocrLoaded } from '../../workers/node-agent/runtimes/vision/ocr';
+import { initTf, tf } from '../../workers/node-agent/runtimes/vision/tf';
 import { AIR_PASSENGERS } from '../fixtures/air-passengers';
 
 /** Real models, loaded once for the file; vision/OCR/forecast run in the host's worker threads. */
@@ -332,5 +334,114 @@ describe('system.echo and job control', () => {
     const results = await Promise.all([1, 2, 3, 4].map(() => host.run('vision.moderate', input, ctx())));
     expect(results.map((r) => r.metrics.loadMs)).toEqual([0, 0, 0, 0]);
     expect(new Set(results.map((r) => JSON.stringify(r.output))).size).toBe(1); // deterministic across threads
+  });
+});
+
+describe('worker threads: jobs that do not stop on their own', () => {
+  // ~100k characters of named entities: compromise runs several seconds of synchronous CPU on it,
+  // during which the thread reads no message (a cancel included).
+  const LONG = 'Barack Obama visited Paris and met Angela Merkel at Google headquarters in London on Monday. '.repeat(1100).slice(0, 100_000);
+  const SHORT = { text: 'Angela Merkel in Paris' };
+  /** A grace far shorter than LONG's run (several seconds), so its thread is terminated, not waited for. */
+  const GRACE_MS = 500;
+  /** The grace a thread gets to stop on its own, plus slack for terminating and spawning a thread on a loaded machine. */
+  const STARTS_WITHIN_MS = GRACE_MS + 1_500;
+  const hosts: RuntimeHost[] = [];
+  const entitiesHost = (maxRunMs?: number) => {
+    const h = createRuntimeHost({ threads: 1, services: ['language.entities'], maxRunMs, stopGraceMs: GRACE_MS });
+    hosts.push(h);
+    return h;
+  };
+  afterAll(async () => {
+    await Promise.all(hosts.map((h) => h.close()));
+  });
+  const names = (r: RunResult) => (r.output as { entities: Array<{ text: string }> }).entities.map((e) => e.text);
+
+  it('a cancelled CPU-bound job gives its thread back: the next job starts within ~grace', async () => {
+    const h = entitiesHost();
+    await h.warm(['language.entities']);
+    const cancelLong = async (meanwhile: () => Promise<void> | undefined = () => undefined) => {
+      const ac = new AbortController();
+      const first = h.run('language.entities', { text: LONG }, ctx({ signal: ac.signal })).then(() => null, (e: Error) => e);
+      await new Promise((r) => setTimeout(r, 150)); // running, deep in synchronous work
+      const other = meanwhile();
+      ac.abort();
+      expect(await first).toMatchObject({ code: 'CANCELED' }); // answered at once
+      return { other }; // wrapped: an async function's result would wait for it
+    };
+    await cancelLong();
+    const next = await h.run('language.entities', SHORT, ctx());
+    expect(names(next)).toContain('Angela Merkel');
+    expect(next.metrics.queueMs).toBeLessThan(STARTS_WITHIN_MS);
+    // A fresh thread, which loads the models again: the terminated thread's were not assumed warm.
+    expect(next.metrics.loadMs).toBeGreaterThan(0);
+
+    // A warm-up the stopped thread had not got to moves to its replacement rather than failing.
+    const { other: warming } = await cancelLong(() => h.warm(['language.entities']));
+    await expect(warming).resolves.toBeUndefined();
+    const warm = await h.run('language.entities', SHORT, ctx());
+    expect({ entities: names(warm), loadMs: warm.metrics.loadMs }).toEqual({ entities: names(next), loadMs: 0 });
+  });
+
+  it('fails a job past its maximum run time with RUN_TIMEOUT, and its thread serves the next job', async () => {
+    // Long enough for a cold thread to load compromise and run a short text (loading counts), far below LONG's run.
+    const h = entitiesHost(2_000);
+    const err = await h.run('language.entities', { text: LONG }, ctx()).then(() => null, (e: Error) => e);
+    expect(err).toMatchObject({ code: 'RUN_TIMEOUT', message: expect.stringMatching(/maximum run time of 2000 ms/) });
+    const next = await h.run('language.entities', SHORT, ctx());
+    expect(names(next)).toContain('Angela Merkel');
+    expect(next.metrics.queueMs).toBeLessThan(STARTS_WITHIN_MS);
+  });
+
+  it('caps inference at 10 min (echo sleeps at most that long) and training trials at the longest search budget', () => {
+    expect(maxRunMsFor('language.entities')).toBe(600_000);
+    expect(maxRunMsFor('model.predict')).toBe(600_000);
+    expect(maxRunMsFor('training.trial')).toBe(24 * 60 * 60_000);
+    expect(maxRunMsFor('vision.ocr', { maxRunMs: 5_000 })).toBe(5_000);
+    expect(maxRunMsFor('training.trial', { maxRunMs: 5_000 })).toBe(24 * 60 * 60_000);
+  });
+});
+
+describe('model loads: a failure is not kept', () => {
+  const png = async (text: string) => {
+    const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="700" height="160"><rect width="100%" height="100%" fill="white"/>
+      <text x="30" y="90" font-family="DejaVu Sans, sans-serif" font-size="48">${text}</text></svg>`;
+    const bytes = await sharp(Buffer.from(svg)).png().toBuffer();
+    return { image: { base64: bytes.toString('base64'), mediaType: 'image/png', width: 700, height: 160 } };
+  };
+  const noProgress = { reportProgress: () => undefined };
+  const within = <T>(p: Promise<T>, ms: number) =>
+    Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`still pending after ${ms} ms`)), ms).unref())]);
+  afterAll(() => closeOcr());
+
+  // OCR is loaded on this (the test's) thread here, not in the host's worker threads.
+  it('OCR: a failed load (missing language data) fails, and the next call loads again', async () => {
+    await expect(within(loadOcr({ langPath: join(dataDir, 'no-such-lang') }), 10_000)).rejects.toThrow(/eng\.traineddata/);
+    expect(ocrLoaded()).toBe(false);
+    const { text } = await ocr(await png('Second try works'), noProgress);
+    expect(text).toBe('Second try works');
+    expect(ocrLoaded()).toBe(true);
+  });
+
+  it('OCR: a tesseract worker that exits fails the recognition in progress, and the next call loads again', async () => {
+    const w = await loadOcr();
+    const running = ocr(await png('Never read'), noProgress);
+    await (w as unknown as { worker: { terminate(): Promise<number> } }).worker.terminate();
+    await expect(within(running, 10_000)).rejects.toMatchObject({ code: 'MODEL_ERROR', message: expect.stringMatching(/tesseract/) });
+    expect(ocrLoaded()).toBe(false);
+    const { text } = await ocr(await png('Loaded again'), noProgress);
+    expect(text).toBe('Loaded again');
+  });
+
+  it('tfjs: a failed backend start fails initTf, and the next call starts it (the file:// router registered once)', async () => {
+    const setBackend = jest.spyOn(tf.engine(), 'setBackend').mockResolvedValueOnce(false);
+    try {
+      await expect(initTf()).rejects.toThrow(/wasm/);
+      await initTf();
+      expect(tf.getBackend()).toBe('wasm');
+      expect(tf.io.getLoadHandlers('file:///models/x.json')).toHaveLength(1);
+    } finally {
+      setBackend.mockRestore();
+    }
   });
 });

@@ -50,7 +50,10 @@ export async function main(argv = process.argv.slice(2)): Promise<NodeAgent> {
   });
   await agent.start();
   log.info({ artifactStore: store.kind }, 'artifact store');
-  if (values.warm) void runtimes.warm(values.warm === 'all' ? undefined : values.warm.split(','));
+  // A model that fails to load now is loaded (and its failure reported) by its first job instead.
+  if (values.warm) {
+    void runtimes.warm(values.warm === 'all' ? undefined : values.warm.split(',')).catch((err: Error) => log.warn({ err: err.message }, 'warming models failed'));
+  }
   const shutdown = async () => {
     await agent.stop();
     await runtimes.close();

@@ -16,6 +16,27 @@ export interface RuntimeHostOptions {
   services?: string[];
   /** Where stored input images (`image: { ref }`) are read (default: this process's, from DATA_DIR / S3_*). */
   store?: ArtifactStore;
+  /** Longest an inference job may run on a worker thread (default INFERENCE_MAX_RUN_MS); training trials keep TRAINING_MAX_RUN_MS. */
+  maxRunMs?: number;
+  /** How long a stopped job's thread may take to stop before it is terminated (default STOP_GRACE_MS). */
+  stopGraceMs?: number;
+}
+
+/**
+ * Past these, a job on a worker thread fails RUN_TIMEOUT and its thread is terminated (a job that
+ * hangs, or whose library stopped answering, would otherwise hold its thread for good). Inference:
+ * 10 min, the longest system.echo may be asked to sleep (sleepMs max 600,000) and far above any
+ * model's run. Training trials run as long as their search allows: the orchestrator cancels them
+ * once the training job's maxMinutes is spent (at most 24 h, training.service.ts), which now stops
+ * them; this is only a backstop for a cancel that never arrives, so it is never below a budget.
+ * Inline services (echo, franc, short wink texts) run on the calling thread and have no limit:
+ * echo's sleep ends on cancel, the others take milliseconds.
+ */
+export const INFERENCE_MAX_RUN_MS = 10 * 60_000;
+export const TRAINING_MAX_RUN_MS = 24 * 60 * 60_000;
+
+export function maxRunMsFor(serviceId: string, opts: Pick<RuntimeHostOptions, 'maxRunMs'> = {}): number {
+  return /^training(\.|$)/.test(serviceId) ? TRAINING_MAX_RUN_MS : (opts.maxRunMs ?? INFERENCE_MAX_RUN_MS);
 }
 
 /**
@@ -38,7 +59,7 @@ export function runsInline(serviceId: string, input: unknown): boolean {
 export function createRuntimeHost(opts: RuntimeHostOptions = {}): RuntimeHost {
   const served = new Set(opts.services ?? Object.keys(RUNTIMES));
   for (const id of served) runtimeFor(id); // unknown ids fail fast
-  const pool = new ThreadPool(compiledSibling(__filename, 'thread'), Math.max(1, opts.threads ?? 2));
+  const pool = new ThreadPool(compiledSibling(__filename, 'thread'), Math.max(1, opts.threads ?? 2), opts.stopGraceMs);
   const store = () => opts.store ?? artifactStore();
   let closed = false;
 
@@ -53,7 +74,7 @@ export function createRuntimeHost(opts: RuntimeHostOptions = {}): RuntimeHost {
       const r = await runTimed(serviceId, resolved, ctx);
       return { output: r.output, metrics: { loadMs: r.loadMs, runMs: r.runMs, queueMs: 0 } };
     }
-    const r = await pool.run(serviceId, resolved, ctx, transfer);
+    const r = await pool.run(serviceId, resolved, ctx, { transfer, maxRunMs: maxRunMsFor(serviceId, opts) });
     return { output: r.output, metrics: { loadMs: r.loadMs, runMs: r.runMs, queueMs: r.queueMs } };
   }
 

@@ -39,7 +39,9 @@ export type RuntimeErrorCode =
   /** The job's stored input image is gone from the artifact store (deleted by retention, or lost). */
   | 'INPUT_EXPIRED'
   /** The artifact store could not be read (down, misconfigured): the input may still be there. */
-  | 'INPUT_UNAVAILABLE';
+  | 'INPUT_UNAVAILABLE'
+  /** The job ran past its maximum run time on a worker thread (see maxRunMsFor) and was stopped. */
+  | 'RUN_TIMEOUT';
 
 /** The one error type runtimes throw; `code` is what the agent records on the job. */
 export class RuntimeError extends Error {

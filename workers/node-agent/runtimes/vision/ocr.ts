@@ -1,32 +1,99 @@
+import type { Worker as NodeWorker } from 'node:worker_threads';
 import sharp from 'sharp';
 import { createWorker, OEM, type Worker as TesseractWorker } from 'tesseract.js';
 import { modulePath } from '../paths';
+import { RuntimeError, type JobContext } from '../types';
 import { imageBytes, type ImagePayload } from './decode';
-import type { JobContext } from '../types';
 
 /**
  * tesseract.js runs recognition in its own worker thread (nested inside ours); one warm worker
  * per pool thread. Language data and core come from node_modules: nothing is downloaded.
  */
-let worker: TesseractWorker | null = null;
-let loading: Promise<TesseractWorker> | null = null;
+interface Loaded {
+  worker: TesseractWorker;
+  /** Rejects when the nested worker exits (see watchExit); never settles otherwise. */
+  exited: Promise<never>;
+}
+let loaded: Loaded | null = null;
+/** The load in progress. A failed one is dropped, so the next call tries again. */
+let loading: Promise<Loaded> | null = null;
 let progress: ((p: number) => void) | null = null;
 
-export const ocrLoaded = () => worker !== null;
+export const ocrLoaded = () => loaded !== null;
 
-export async function loadOcr(): Promise<TesseractWorker> {
-  if (worker) return worker;
-  loading ??= createWorker('eng', OEM.LSTM_ONLY, {
-    langPath: modulePath('@tesseract.js-data/eng', '4.0.0_best_int'),
+export interface OcrPaths {
+  /** Where eng.traineddata.gz is read (default: the @tesseract.js-data/eng package). */
+  langPath?: string;
+}
+
+export async function loadOcr(paths: OcrPaths = {}): Promise<TesseractWorker> {
+  return (await ensureLoaded(paths)).worker;
+}
+
+function ensureLoaded(paths: OcrPaths = {}): Promise<Loaded> {
+  if (loaded) return Promise.resolve(loaded);
+  loading ??= start(paths).then(
+    (l) => (loaded = l),
+    (err: unknown) => {
+      loading = null;
+      throw err instanceof Error ? err : new Error(String(err));
+    },
+  );
+  return loading;
+}
+
+/**
+ * In two steps, so that a failed load fails and leaves nothing running: created with a language,
+ * tesseract.js's createWorker settles only if its core fails to load; a language-data failure
+ * (file missing or corrupt) reaches errorHandler alone and leaves it pending for good, its nested
+ * worker alive. Created without one, the worker is ours at once; the language then loads through
+ * reinitialize, which rejects on failure, and the worker is terminated. (A core that fails to load
+ * still leaves its nested worker behind: createWorker hands out no handle then.)
+ */
+async function start(paths: OcrPaths): Promise<Loaded> {
+  const worker = await createWorker([], OEM.LSTM_ONLY, {
+    langPath: paths.langPath ?? modulePath('@tesseract.js-data/eng', '4.0.0_best_int'),
     corePath: modulePath('tesseract.js-core'),
     gzip: true,
     cacheMethod: 'none',
     logger: (m) => {
       if (m.status === 'recognizing text') progress?.(m.progress);
     },
-    errorHandler: () => undefined,
-  }).then((w) => (worker = w));
-  return loading;
+    errorHandler: () => undefined, // each failure also rejects the call that caused it
+  });
+  try {
+    await worker.reinitialize('eng', OEM.LSTM_ONLY);
+  } catch (err) {
+    await worker.terminate();
+    throw err;
+  }
+  return { worker, exited: watchExit(worker) };
+}
+
+/**
+ * tesseract.js does not watch its nested worker (it sets `onerror`, which Node's Worker never
+ * calls): if that worker dies (out of memory, a wasm abort, terminated), the recognition in
+ * progress never settles. The Node Worker it keeps as `worker` (not in its typings) tells: the
+ * recognition then fails MODEL_ERROR and the next call loads a fresh one. Should a version lack that
+ * handle, the pool bounds the wait instead: a cancel or the job's maxRunMs terminates our thread,
+ * and its nested worker with it.
+ */
+function watchExit(worker: TesseractWorker): Promise<never> {
+  const nested = (worker as unknown as { worker?: Partial<Pick<NodeWorker, 'once'>> | null }).worker;
+  const exited = new Promise<never>((_, reject) => {
+    if (typeof nested?.once !== 'function') return;
+    let error = '';
+    nested.once('error', (err: Error) => (error = `: ${err.message}`)); // listened to, or it would throw in this thread
+    nested.once('exit', (code: number) => {
+      if (loaded?.worker === worker) {
+        loaded = null;
+        loading = null;
+      }
+      reject(new RuntimeError('MODEL_ERROR', `the tesseract worker exited (code ${code})${error}; OCR loads again on the next call`));
+    });
+  });
+  exited.catch(() => undefined); // rejects also when no recognition is waiting on it
+  return exited;
 }
 
 interface Bbox {
@@ -55,10 +122,11 @@ async function ocrBytes(image: ImagePayload): Promise<Buffer> {
 const r2 = (x: number) => Math.round(x * 100) / 100;
 
 export async function ocr(input: { image: ImagePayload }, ctx: Pick<JobContext, 'reportProgress'>) {
-  const w = await loadOcr();
+  const { worker, exited } = await ensureLoaded();
   progress = (p) => ctx.reportProgress(p);
   try {
-    const { data } = await w.recognize(await ocrBytes(input.image), {}, { text: true, blocks: true });
+    const bytes = await ocrBytes(input.image);
+    const { data } = await Promise.race([worker.recognize(bytes, {}, { text: true, blocks: true }), exited]);
     const lines: Line[] = (data.blocks ?? []).flatMap((b) => b.paragraphs.flatMap((p) => p.lines as Line[]));
     return {
       text: data.text.trim(),
@@ -77,8 +145,8 @@ export async function ocr(input: { image: ImagePayload }, ctx: Pick<JobContext, 
 }
 
 export async function closeOcr(): Promise<void> {
-  const w = worker;
-  worker = null;
+  const l = loaded;
+  loaded = null;
   loading = null;
-  if (w) await w.terminate();
+  if (l) await l.worker.terminate();
 }

@@ -41,7 +41,10 @@ export function fileHandler(jsonPath: string): tf.io.IOHandler {
   };
 }
 
+/** The start in progress or done. A failed one is dropped, so the next call tries again. */
 let ready: Promise<void> | null = null;
+let routerRegistered = false;
+let wasmPathsSet = false;
 
 /**
  * tfjs-core on the wasm backend, once per thread. Plain tfjs has no file:// loader, so a load
@@ -49,14 +52,24 @@ let ready: Promise<void> | null = null;
  */
 export function initTf(): Promise<void> {
   ready ??= (async () => {
-    // Routers answer null for URLs they do not handle (tfjs's typing says IOHandler only).
-    const router = (url: string | string[]) =>
-      typeof url === 'string' && url.startsWith('file://') ? fileHandler(fileURLToPath(url)) : null;
-    tf.io.registerLoadRouter(router as Parameters<typeof tf.io.registerLoadRouter>[0]);
-    setWasmPaths(wasmDir());
-    await tf.setBackend('wasm');
+    if (!routerRegistered) {
+      // Routers answer null for URLs they do not handle (tfjs's typing says IOHandler only).
+      const router = (url: string | string[]) =>
+        typeof url === 'string' && url.startsWith('file://') ? fileHandler(fileURLToPath(url)) : null;
+      tf.io.registerLoadRouter(router as Parameters<typeof tf.io.registerLoadRouter>[0]);
+      routerRegistered = true; // once: a second router would make every file:// load ambiguous
+    }
+    if (!wasmPathsSet) {
+      setWasmPaths(wasmDir()); // refused once the backend has been tried: set before the first try only
+      wasmPathsSet = true;
+    }
+    // A backend that fails to start is reported as false (and logged by tfjs), not thrown.
+    if (!(await tf.setBackend('wasm'))) throw new Error('the tfjs wasm backend failed to start');
     await tf.ready();
-  })();
+  })().catch((err: unknown) => {
+    ready = null;
+    throw err;
+  });
   return ready;
 }
 
