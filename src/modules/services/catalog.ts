@@ -26,6 +26,8 @@ export interface ServiceDefinition {
   inputSchema: z.ZodType;
   outputSchema: z.ZodType;
   inputExample: unknown;
+  /** Vision: the longest side its model reads (beyond it, BAD_USER_INPUT on the image). */
+  maxImageSide?: number;
 }
 
 interface PackageInfo {
@@ -94,6 +96,8 @@ export const SERVICES: readonly ServiceDefinition[] = Object.freeze([
     modelName: 'Tesseract LSTM (eng, best_int) via tesseract.js', modelVersion: tesseract.version, modelLicense: tesseract.license,
     inputSchema: s.ocrInput, outputSchema: s.ocrOutput,
     inputExample: { image: 'upload:abc123', language: 'eng' },
+    // Tesseract refuses a side over 32,767 pixels (Leptonica's limit), whatever the pixel count.
+    maxImageSide: 32_767,
   }),
   def({
     id: 'language.sentiment', kind: 'LANGUAGE', name: 'Sentiment analysis',
@@ -152,5 +156,5 @@ export function getService(id: string): ServiceDefinition | undefined {
 export async function prepareInput(serviceId: string, raw: unknown, opts: PrepareOptions = {}): Promise<unknown> {
   const service = BY_ID.get(serviceId);
   if (!service) throw badInput('service', `unknown service ${serviceId}`);
-  return parseWith(service.inputSchema, raw, opts, service.kind === 'VISION');
+  return parseWith(service.inputSchema, raw, { ...opts, maxImageSide: service.maxImageSide }, service.kind === 'VISION');
 }

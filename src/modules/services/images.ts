@@ -49,6 +49,8 @@ export interface ImageSourceOptions {
   resolveHost?: (host: string) => Promise<ResolvedAddress[]>;
   /** Extra CA for URL images (tests with a self-signed server). */
   tlsCa?: string | Buffer;
+  /** The longest side the service's model reads. */
+  maxImageSide?: number;
 }
 
 const FORMATS: Record<string, ImageMediaType> = { jpeg: 'image/jpeg', png: 'image/png', webp: 'image/webp' };
@@ -78,6 +80,9 @@ export async function checkImage(value: string, opts: ImageSourceOptions = {}, f
   if (!width || !height) throw badInput(field, 'not a decodable image (no dimensions)');
   if (width * height > MAX_IMAGE_PIXELS) {
     throw badInput(field, `image is too large (${width}x${height}; the limit is ${MAX_IMAGE_PIXELS / 1e6} megapixels)`);
+  }
+  if (opts.maxImageSide && Math.max(width, height) > opts.maxImageSide) {
+    throw badInput(field, `image is too large (${width}x${height}; this service reads at most ${opts.maxImageSide} pixels a side)`);
   }
   return { buffer, base64, mediaType, width, height };
 }

@@ -1,4 +1,4 @@
-import { isIP } from 'node:net';
+import { isIP, type LookupFunction } from 'node:net';
 
 /**
  * Classification of IP addresses for SSRF protection: only `public` addresses may be fetched.
@@ -118,3 +118,16 @@ export function classifyAddress(address: string): AddressClass {
 }
 
 export const isPublicAddress = (address: string): boolean => classifyAddress(address) === 'public';
+
+/**
+ * A net `lookup` that only ever answers the vetted addresses, so the socket cannot be re-resolved
+ * (no DNS rebinding between the check and the connect). Node asks with `all: true` when it races
+ * address families (`autoSelectFamily`, on by default since Node 20) and then needs the list.
+ */
+export function pinnedLookup(addresses: Array<{ address: string; family: number }>): LookupFunction {
+  return ((_host: string, options: { all?: boolean } | undefined, callback: (...args: unknown[]) => void) => {
+    const first = addresses[0]!;
+    if (options?.all) callback(null, addresses);
+    else callback(null, first.address, first.family);
+  }) as unknown as LookupFunction;
+}

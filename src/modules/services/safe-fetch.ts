@@ -1,9 +1,8 @@
 import { lookup as dnsLookup } from 'node:dns/promises';
 import { request } from 'node:https';
 import type { IncomingMessage } from 'node:http';
-import type { LookupFunction } from 'node:net';
 import { isIP } from 'node:net';
-import { classifyAddress } from './ip-policy';
+import { classifyAddress, pinnedLookup } from './ip-policy';
 
 export interface ResolvedAddress {
   address: string;
@@ -59,15 +58,6 @@ async function vetHost(host: string, opts: SafeFetchOptions): Promise<ResolvedAd
     }
   }
   return addresses;
-}
-
-/** A net lookup that only ever answers the vetted addresses, so the socket cannot be re-resolved. */
-function pinnedLookup(addresses: ResolvedAddress[]): LookupFunction {
-  return ((_host: string, options: { all?: boolean }, callback: (...args: unknown[]) => void) => {
-    const first = addresses[0] as ResolvedAddress;
-    if (options && options.all) callback(null, addresses);
-    else callback(null, first.address, first.family);
-  }) as unknown as LookupFunction;
 }
 
 interface FetchedBody {
@@ -138,7 +128,13 @@ export async function safeFetch(rawUrl: string, opts: SafeFetchOptions): Promise
       if (status >= 300 && status < 400 && res.headers.location) {
         res.resume();
         if (hop >= (opts.maxRedirects ?? 3)) throw new FetchRefused('too many redirects');
-        url = parseHttpsUrl(new URL(res.headers.location, url).toString());
+        let next: URL;
+        try {
+          next = new URL(res.headers.location, url);
+        } catch {
+          throw new FetchRefused('the image URL redirects to an invalid URL');
+        }
+        url = parseHttpsUrl(next.toString());
         continue;
       }
       if (status !== 200) {

@@ -112,7 +112,7 @@ export async function runTimed(serviceId: string, input: unknown, ctx: JobContex
     try {
       await r.load();
     } catch (err) {
-      throw new RuntimeError('MODEL_ERROR', `loading ${serviceId} failed: ${(err as Error).message}`);
+      throw new RuntimeError('MODEL_ERROR', `loading ${serviceId} failed: ${messageOf(err)}`);
     }
     loadMs = ms(now() - t0);
   }
@@ -122,6 +122,9 @@ export async function runTimed(serviceId: string, input: unknown, ctx: JobContex
     return { output, loadMs, runMs: ms(now() - t1) };
   } catch (err) {
     if (err instanceof RuntimeError) throw err;
-    throw new RuntimeError('MODEL_ERROR', `${serviceId} failed: ${(err as Error).message}`);
+    throw new RuntimeError('MODEL_ERROR', `${serviceId} failed: ${messageOf(err)}`);
   }
 }
+
+/** Libraries reject with strings too (tesseract.js: "Image too large"). */
+const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err));

@@ -4,7 +4,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type { LookupAddress } from 'node:dns';
 import { Queue, Worker, type Job as BullJob } from 'bullmq';
-import { isPublicAddress } from '../../services/ip-policy';
+import { isPublicAddress, pinnedLookup } from '../../services/ip-policy';
 import { WEBHOOK_QUEUE, bullPrefix, terminalWebhookId, webhookJobOptions, type WebhookTask } from '../../../platform/queue/messages';
 import { SIGNING_SECRET_COLUMNS, signatureHeader, type SigningSecrets } from '../webhook-signing';
 import type { ControlPlaneContext } from './context';
@@ -167,15 +167,15 @@ export function postSigned(
 export async function post(rawUrl: string, headers: Record<string, string>, body: string, allowPrivate: boolean, timeoutMs = TIMEOUT_MS): Promise<number> {
   const url = new URL(rawUrl);
   const deadline = Date.now() + timeoutMs;
-  const addresses: LookupAddress[] = await lookup(url.hostname, { all: true });
+  const host = url.hostname.replace(/^\[|\]$/g, ''); // an IPv6 literal comes bracketed
+  const addresses: LookupAddress[] = await lookup(host, { all: true });
   const allowed = addresses.filter((a) => allowPrivate || isPublicAddress(a.address));
-  if (allowed.length === 0) throw new Error(`refused: ${url.hostname} resolves to a private or reserved address`);
-  const pinned = allowed[0];
+  if (allowed.length === 0) throw new Error(`refused: ${host} resolves to a private or reserved address`);
   const client = url.protocol === 'https:' ? https : http;
   return new Promise<number>((resolve, reject) => {
     const req = client.request(url, {
       method: 'POST', headers: { ...headers, 'content-length': Buffer.byteLength(body) },
-      lookup: (_host, _opts, cb) => (cb as (e: null, a: string, f: number) => void)(null, pinned.address, pinned.family),
+      lookup: pinnedLookup(allowed),
     }, (res) => {
       clearTimeout(timer);
       resolve(res.statusCode ?? 0);
