@@ -46,7 +46,11 @@ export interface ServiceOutputs {
   'forecast.auto': {
     model: string;
     forecast: Array<{ step: number; value: number; lower80: number; upper80: number; lower95: number; upper95: number }>;
-    backtest: { mape: number; smape: number };
+    /**
+     * Percentages (5.2 = 5.2%) of the rolling-origin backtest; null when the series is too short
+     * to backtest, and mape also when the actuals are zero (it is undefined there).
+     */
+    backtest: { mape: number | null; smape: number | null };
   };
   'system.echo': { message: unknown };
 }

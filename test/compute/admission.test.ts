@@ -42,6 +42,10 @@ it('operator operations are for operators only, and public sign-up cannot claim 
   const denied = await cluster.api.gql(SET_QUOTA, { input: { tenantId: t2.tenantId, hardware: 'CPU', guaranteed: 1, limit: 1 } }, t.token);
   expect(denied.errors![0].extensions!.code).toBe('FORBIDDEN');
   expect((await setQuota(t.tenantId, 3, 2)).errors![0].extensions).toMatchObject({ code: 'BAD_USER_INPUT', field: 'input.limit' });
+  // The contract marks hardware optional: CPU when left out.
+  const cpu = await cluster.api.gql(`mutation($input: SetQuotaInput!) { setQuota(input: $input) { hardware guaranteed limit } }`,
+    { input: { tenantId: t.tenantId, guaranteed: 1, limit: 4 } }, op);
+  expect(cpu.data?.setQuota).toEqual({ hardware: 'CPU', guaranteed: 1, limit: 4 });
   const nodes = (await cluster.api.gql(NODES, {}, op)).data.nodes;
   expect(nodes.filter((n: any) => n.status === 'READY').map((n: any) => n.name).sort()).toEqual(['slot-1', 'slot-2']);
 });

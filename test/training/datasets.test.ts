@@ -58,6 +58,14 @@ describe('malformed files', () => {
     expect(errorOf(await gql(COMPLETE_UPLOAD, { uploadId: d.upload.id }, a))).toMatchObject({ code: 'BAD_USER_INPUT', field: 'uploadId' });
   });
 
+  it('creates a CSV dataset when the format is left out (the contract marks it optional)', async () => {
+    const created = await gql(CREATE_DATASET, { input: { name: 'no format' } }, a);
+    expect(created.errors).toBeUndefined();
+    const { rows: [row] } = await owner.query('SELECT format FROM datasets WHERE id = $1', [created.data.createDataset.dataset.id]);
+    expect(row.format).toBe('CSV');
+    expect((await gql(CREATE_DATASET, { input: { name: 'bad format', format: 'XML' } }, a)).errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
+  });
+
   it('refuses a file over the size limit while it streams (413), and a declared length over it at once', async () => {
     const d = await newDataset();
     const big = `a,b\n${'1,2\n'.repeat(MAX / 4 + 10)}`;

@@ -44,7 +44,8 @@ export type CreateApiKeyInput = {
 };
 
 export type CreateDatasetInput = {
-  format: DatasetFormat;
+  /** CSV when absent */
+  format?: DatasetFormat | null | undefined;
   name: string;
 };
 
@@ -125,7 +126,8 @@ export type Role =
 
 export type SetQuotaInput = {
   guaranteed: number;
-  hardware: Hardware;
+  /** CPU when absent */
+  hardware?: Hardware | null | undefined;
   limit: number;
   tenantId: string | number;
 };

@@ -110,7 +110,8 @@ export class QuotaType {
 @InputType()
 export class SetQuotaInput {
   @Field(() => ID) tenantId: string;
-  @Field(() => HardwareEnum) hardware: string;
+  // Optional in the contract (`hardware: CPU | GPU`, no `!`): CPU when absent.
+  @Field(() => HardwareEnum, { nullable: true, description: 'CPU when absent' }) hardware?: string;
   @Field(() => Int) guaranteed: number;
   @Field(() => Int) limit: number;
 }

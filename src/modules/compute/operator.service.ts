@@ -10,7 +10,7 @@ import { audit, type Caller } from '../tenancy/tenancy.service';
 const quotaSchema = z
   .strictObject({
     tenantId: z.uuid(),
-    hardware: z.enum(['CPU', 'GPU']),
+    hardware: z.enum(['CPU', 'GPU']).nullish().transform((h) => h ?? 'CPU'),
     guaranteed: z.number().int().min(0).max(100_000),
     limit: z.number().int().min(0).max(100_000),
   })

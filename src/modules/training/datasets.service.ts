@@ -52,7 +52,7 @@ export class UploadHttpError extends Error {
   }
 }
 
-const createSchema = z.strictObject({ name: z.string().trim().min(1).max(200), format: z.enum(['CSV', 'JSONL']) });
+const createSchema = z.strictObject({ name: z.string().trim().min(1).max(200), format: z.enum(['CSV', 'JSONL']).nullish().transform((f) => f ?? 'CSV') });
 
 const toVersion = (r: any): DatasetVersionView => ({
   id: r.id, datasetId: r.dataset_id, version: r.version, rowCount: r.row_count, contentHash: r.content_hash, sizeBytes: Number(r.size_bytes),

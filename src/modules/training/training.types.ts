@@ -79,7 +79,8 @@ export class CreateDatasetPayload {
 @InputType()
 export class CreateDatasetInput {
   @Field() name: string;
-  @Field(() => DatasetFormatEnum) format: string;
+  // Optional in the contract (`format: CSV | JSONL`, no `!`): CSV when absent.
+  @Field(() => DatasetFormatEnum, { nullable: true, description: 'CSV when absent' }) format?: string;
 }
 
 // ---- training -------------------------------------------------------------------------------------
