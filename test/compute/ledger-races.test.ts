@@ -196,7 +196,8 @@ describe('node agent: two attempts of one job on one node', () => {
     const agent = new NodeAgent({ name: 'n1', hardware: 'CPU', devices: 2, redisUrl, prefix, runtimes: runtimes as any });
     await agent.start();
     const redis = new Redis(redisUrl);
-    const q = new Queue(k.nodeQueue('n1'), { connection: new Redis(redisUrl, { maxRetriesPerRequest: null }), prefix: bullPrefix(prefix) });
+    const qConn = new Redis(redisUrl, { maxRetriesPerRequest: null });
+    const q = new Queue(k.nodeQueue('n1'), { connection: qConn, prefix: bullPrefix(prefix) });
     const jobId = randomUUID();
     const dispatch = (attempt: number, sleepMs: number) => q.add('system.echo', {
       jobId, tenantId: t.tenantId, attempt, service: 'system.echo', input: { sleepMs }, devices: 1, hardware: 'CPU', deadlineAt: null,
@@ -228,6 +229,7 @@ describe('node agent: two attempts of one job on one node', () => {
       await agent.stop();
       await q.obliterate({ force: true }).catch(() => undefined);
       await q.close();
+      qConn.disconnect(); // BullMQ leaves a connection it was handed open
       const left = await redis.keys(`${prefix}*`);
       if (left.length) await redis.del(...left);
       redis.disconnect();
