@@ -155,6 +155,17 @@ describe('API keys', () => {
     expect(code(after)).toBe('UNAUTHENTICATED');
   });
 
+  it('an API key creates keys only with scopes it has itself', async () => {
+    const t = await signUpTenant(api);
+    const admin = await createApiKey(api, t.token, ['ADMIN', 'READ']);
+    const mint = (scopes: string) => api.gql(`mutation { createApiKey(input: { name: "minted", scopes: [${scopes}] }) { secret apiKey { scopes } } }`, {}, admin.secret);
+    expect((await mint('READ')).data.createApiKey.apiKey.scopes).toEqual(['READ']);
+    const stronger = await mint('READ, BILLING');
+    expect(stronger.errors?.[0]?.extensions).toMatchObject({ code: 'FORBIDDEN', field: 'input.scopes' });
+    // A user (OWNER) still creates any.
+    expect((await api.gql(`mutation { createApiKey(input: { name: "b", scopes: [BILLING, PREDICT] }) { secret } }`, {}, t.token)).errors).toBeUndefined();
+  });
+
   it('rejects a key with a wrong secret for a real prefix', async () => {
     const t = await signUpTenant(api);
     const key = await createApiKey(api, t.token, ['READ']);

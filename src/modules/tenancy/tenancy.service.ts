@@ -160,6 +160,11 @@ export class TenancyService {
   async createApiKey(caller: Caller, raw: unknown) {
     const p = requireScope(caller.principal, 'ADMIN');
     const input = parseInput(apiKeySchema, raw);
+    // A key cannot mint a key stronger than itself (an [ADMIN] key handing out BILLING or PREDICT).
+    const beyond = p.kind === 'apiKey' ? input.scopes.filter((s) => !p.scopes.has(s)) : [];
+    if (beyond.length) {
+      throw new AppError(ErrorCode.FORBIDDEN, `An API key can only create keys with scopes it has itself (not ${beyond.join(', ')})`, { field: 'input.scopes' });
+    }
     const { key, prefix, hash } = generateApiKey();
     const apiKey = await this.db.tenant(p.tenantId, async (m) => {
       const row = await m.save(m.create(ApiKey, {
