@@ -1,9 +1,10 @@
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { Client } from 'pg';
-import { profileDataset, readTable } from '../../src/modules/training/dataset-parser';
+import { coerce, profileDataset, readTable } from '../../src/modules/training/dataset-parser';
 import { signUpTenant, startTestApi, type TestApi, type TestTenant } from '../support/api';
 import { ownerClient } from '../support/db';
 import { UploadSigner } from '../../src/modules/training/upload-signing';
@@ -56,6 +57,19 @@ describe('malformed files', () => {
     expect(existsSync(await storedAt(d.upload.id))).toBe(false);
     // and completing again says nothing is uploaded (no half version appears)
     expect(errorOf(await gql(COMPLETE_UPLOAD, { uploadId: d.upload.id }, a))).toMatchObject({ code: 'BAD_USER_INPUT', field: 'uploadId' });
+  });
+
+  it('reads a datetime without a zone as UTC, whatever the process\'s time zone (nodes in other zones see the same instant)', () => {
+    // A process of its own per zone (as a node in that zone), on the compiled parser nodes load.
+    const parser = join(__dirname, '..', '..', 'dist', 'src', 'modules', 'training', 'dataset-parser.js');
+    const script = `const { coerce } = require(${JSON.stringify(parser)});
+      console.log(JSON.stringify(['2024-01-01 10:00', '2024-01-01T10:00:30.5', '2024-01-01T10:00:00+02:00', '2024-01-01'].map((t) => coerce(t, 'datetime'))));`;
+    for (const tz of ['America/New_York', 'Asia/Tokyo', 'UTC']) {
+      const out = execFileSync(process.execPath, ['-e', script], { env: { ...process.env, TZ: tz } }).toString();
+      expect({ tz, values: JSON.parse(out) }).toEqual({
+        tz, values: [Date.UTC(2024, 0, 1, 10), Date.UTC(2024, 0, 1, 10, 0, 30, 500), Date.UTC(2024, 0, 1, 8), Date.UTC(2024, 0, 1)],
+      });
+    }
   });
 
   it('creates a CSV dataset when the format is left out (the contract marks it optional)', async () => {

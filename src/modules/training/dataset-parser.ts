@@ -245,8 +245,19 @@ function kindOf(v: string | number | boolean): Kind {
   if (INT_RE.test(s) && Number.isSafeInteger(Number(s))) return 'int';
   if (NUM_RE.test(s)) return 'num';
   if (BOOL_RE.test(s)) return 'bool';
-  if (DATE_RE.test(s) && !Number.isNaN(Date.parse(s))) return 'date';
+  if (DATE_RE.test(s) && !Number.isNaN(parseDateTime(s))) return 'date';
   return 'str';
+}
+
+/**
+ * Epoch ms of a datetime text. A date and time without a zone ("2024-01-01 10:00") is read as UTC:
+ * JavaScript reads it in the process's own time zone, so a node in another zone than the one that
+ * trained a model would compute other date parts from the same rows. NaN when it is not a date.
+ */
+export function parseDateTime(text: string): number {
+  const t = text.trim();
+  const naive = /^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)$/.exec(t);
+  return Date.parse(naive ? `${naive[1]}T${naive[2]}Z` : t);
 }
 
 /** A raw value as its column's type: numbers (datetimes as epoch ms, booleans as 0/1 stay booleans), strings, or null. */
@@ -263,7 +274,7 @@ export function coerce(v: RawValue | undefined, type: ColumnType): number | stri
       if (typeof v === 'number') return v !== 0;
       return /^true$/i.test(v.trim()) ? true : /^false$/i.test(v.trim()) ? false : null;
     case 'datetime': {
-      const ms = typeof v === 'number' ? v : Date.parse(String(v).trim());
+      const ms = typeof v === 'number' ? v : parseDateTime(String(v));
       return Number.isFinite(ms) ? ms : null;
     }
     default:

@@ -4,6 +4,7 @@
  * (mean, median, mode, constant), one-hot, standardisation, date parts and text TF-IDF.
  */
 import type { ColumnType, FeatureSpec, TransformSpec } from '../../../../src/modules/training/training.contract';
+import { parseDateTime } from '../../../../src/modules/training/dataset-parser';
 
 export type Value = number | string | boolean | null;
 /** Column name → values (already coerced to the column's type; datetimes as epoch ms). */
@@ -112,7 +113,7 @@ export function imputeConstant(value: unknown, type: ColumnType): Value {
     case 'integer':
       return typeof value === 'number' && Number.isFinite(value) ? value : null;
     case 'datetime': {
-      const ms = typeof value === 'string' ? Date.parse(value.trim()) : NaN;
+      const ms = typeof value === 'string' ? parseDateTime(value) : NaN;
       return Number.isFinite(ms) ? ms : null;
     }
     default:
