@@ -287,8 +287,13 @@ export class MeterReporter {
     const due: DueReport[] = (await this.deps.db.query(
       `UPDATE meter_reports r
           SET next_attempt_at = now() + make_interval(secs => $2::float8 / 1000),
-              -- Stripe takes timestamps up to 35 days back; older usage is reported at the edge of that window.
-              window_start = greatest(r.window_start, date_trunc('second', now()) - interval '35 days' + interval '1 hour')
+              -- Usage whose billing period has closed (Stripe finalizes an invoice an hour after its period
+              -- ends; 50 minutes leaves room for the send) would be accepted and never invoiced: it goes
+              -- into the open period. That also keeps within the 35 days back Stripe accepts. Nothing is
+              -- timestamped ahead of now (a node clock running fast): Stripe refuses more than 5 minutes.
+              window_start = least(date_trunc('second', now()),
+                CASE WHEN r.window_start < billing_period_start(t.stripe_billing_anchor, now() - interval '50 minutes')
+                     THEN billing_period_start(t.stripe_billing_anchor, now()) ELSE r.window_start END)
          FROM tenants t
         WHERE r.id IN (SELECT id FROM meter_reports WHERE status = 'PENDING' AND next_attempt_at <= now()
                         ORDER BY window_start LIMIT $1 FOR UPDATE SKIP LOCKED)

@@ -30,11 +30,19 @@ export async function reconcile(opts: { query: Query; stripe: Stripe; catalog: S
   const { query, stripe, start, end } = opts;
   const meters = await opts.catalog.meters();
   const ledger: Array<{ tenant_id: string; kind: string; hardware: string; ms: string }> = await query(
+    // Reported rows by their report's window (a report may carry usage from long before it: a
+    // tenant subscribed late, usage moved out of a closed period); unreported ones by the window
+    // they will get, which is near their end.
     `WITH rows AS (
        SELECT l.tenant_id, CASE WHEN l.job_kind = 'PREDICTION' THEN 'PREDICTION' ELSE 'TRAINING' END AS kind, l.hardware, l.billable_ms,
-              COALESCE(r.window_start, billing_window(l.ended_at, COALESCE(t.stripe_billing_anchor, date_trunc('minute', l.ended_at)), 60)) AS ts
-         FROM usage_ledger l JOIN tenants t ON t.id = l.tenant_id LEFT JOIN meter_reports r ON r.id = l.report_id
-        WHERE l.billable AND l.ended_at >= $1::timestamptz - interval '40 days' AND l.ended_at < $2::timestamptz + interval '1 hour'
+              r.window_start AS ts
+         FROM usage_ledger l JOIN tenants t ON t.id = l.tenant_id JOIN meter_reports r ON r.id = l.report_id
+        WHERE l.billable AND r.window_start >= $1 AND r.window_start < $2
+       UNION ALL
+       SELECT l.tenant_id, CASE WHEN l.job_kind = 'PREDICTION' THEN 'PREDICTION' ELSE 'TRAINING' END, l.hardware, l.billable_ms,
+              billing_window(l.ended_at, COALESCE(t.stripe_billing_anchor, date_trunc('minute', l.ended_at)), 60)
+         FROM usage_ledger l JOIN tenants t ON t.id = l.tenant_id
+        WHERE l.billable AND l.report_id IS NULL AND l.ended_at >= $1::timestamptz - interval '40 days' AND l.ended_at < $2::timestamptz + interval '1 hour'
      )
      SELECT tenant_id, kind, hardware, sum(billable_ms)::text AS ms FROM rows WHERE ts >= $1 AND ts < $2
       GROUP BY tenant_id, kind, hardware`,
