@@ -333,6 +333,80 @@ describe('decide', () => {
       );
       expect(d).toEqual({ admit: [], preempt: [] });
     });
+
+    it('evicts only the victims needed: a younger job is spared once an older victim alone frees enough', () => {
+      // One 4-GPU node full with B's borrowed b-old (3 GPUs) and b-young (1 GPU). Youngest first
+      // takes b-young, then b-old; b-old alone frees the 3 GPUs a1 needs, so b-young is dropped.
+      const d = decide(
+        snapshot({
+          nodes: [gpuNode('n1', 4)],
+          quotas: [quota('A', 4, 4), quota('B', 0, 4)],
+          active: [running('b-old', 'B', 'n1', 3, 10, true), running('b-young', 'B', 'n1', 1, 20, true)],
+          pending: [job('a1', 'A', 3, 30)],
+        }),
+      );
+      expect(d.admit).toEqual([{ jobId: 'a1', nodeId: 'n1', borrowed: false }]);
+      expect(d.preempt.map((p) => p.jobId)).toEqual(['b-old']);
+    });
+
+    it('rates a node by the victims it needs, not by those the greedy pass picked, and evicts only those', () => {
+      // n1: b-young (1) + b-old (3): one eviction (b-old) frees 3. n2: three 1-GPU jobs, all needed.
+      const d = decide(
+        snapshot({
+          nodes: [gpuNode('n1', 4), gpuNode('n2', 3)],
+          quotas: [quota('A', 4, 4), quota('B', 0, 8)],
+          active: [
+            running('b-old', 'B', 'n1', 3, 10, true),
+            running('b-young', 'B', 'n1', 1, 50, true),
+            running('c1', 'B', 'n2', 1, 40, true),
+            running('c2', 'B', 'n2', 1, 41, true),
+            running('c3', 'B', 'n2', 1, 42, true),
+          ],
+          pending: [job('a1', 'A', 3, 60)],
+        }),
+      );
+      expect(d.preempt.map((p) => [p.jobId, p.nodeId])).toEqual([['b-old', 'n1']]);
+      expect(d.admit).toEqual([{ jobId: 'a1', nodeId: 'n1', borrowed: false }]);
+    });
+
+    it('prefers a node needing one eviction over one needing two cheaper ones, counting only needed victims', () => {
+      // n1: b-young (1) + b-old (3), of which only b-old is needed. n2: c2 (2) + c1 (1), both needed,
+      // and young (little lost work). Counting b-young too would tie 2-2 and pick n2 for its lost work.
+      const d = decide(
+        snapshot({
+          nodes: [gpuNode('n1', 4), gpuNode('n2', 3)],
+          quotas: [quota('A', 4, 4), quota('B', 0, 8)],
+          active: [
+            running('b-old', 'B', 'n1', 3, 10, true),
+            running('b-young', 'B', 'n1', 1, 50, true),
+            running('c1', 'B', 'n2', 1, 900, true),
+            running('c2', 'B', 'n2', 2, 950, true),
+          ],
+          pending: [job('a1', 'A', 3, 960)],
+        }),
+      );
+      expect(d.preempt.map((p) => [p.jobId, p.nodeId])).toEqual([['b-old', 'n1']]);
+      expect(d.admit).toEqual([{ jobId: 'a1', nodeId: 'n1', borrowed: false }]);
+    });
+
+    it('rates lost work by the victims it evicts, not by those dropped as unneeded', () => {
+      // One eviction each: n1 loses 3 × 500 (b-old; b-young is not needed), n2 3 × 520 (c).
+      // Counting b-young's 1 × 100 too would make n1 lose 1600 and pick n2.
+      const d = decide(
+        snapshot({
+          nodes: [gpuNode('n1', 4), gpuNode('n2', 3)],
+          quotas: [quota('A', 4, 4), quota('B', 0, 8)],
+          active: [
+            running('b-old', 'B', 'n1', 3, 500, true),
+            running('b-young', 'B', 'n1', 1, 900, true),
+            running('c', 'B', 'n2', 3, 480, true),
+          ],
+          pending: [job('a1', 'A', 3, 950)],
+        }),
+      );
+      expect(d.preempt.map((p) => [p.jobId, p.nodeId])).toEqual([['b-old', 'n1']]);
+      expect(d.admit).toEqual([{ jobId: 'a1', nodeId: 'n1', borrowed: false }]);
+    });
   });
 
   it('does not mutate its input', () => {

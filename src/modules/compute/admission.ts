@@ -20,9 +20,11 @@
  * - Placement is best-fit (node with the fewest free devices that still fit, ties by node id) to
  *   keep whole nodes free for large jobs.
  * - Preemption (reclaim): a job within its tenant's guarantee that no node fits evicts borrowed
- *   jobs of OTHER tenants that are still above their own guarantee, youngest first, on the one
- *   node that needs the fewest evictions (ties: least lost device-seconds, then node id), and is
- *   admitted there at once. Non-borrowed jobs are never preempted; no plan, no eviction.
+ *   jobs of OTHER tenants that are still above their own guarantee, on the one node that needs
+ *   the fewest evictions (ties: least lost device-seconds, then node id), and is admitted there at
+ *   once. On each node victims are picked youngest first until enough devices are free, then any
+ *   the others make unnecessary are dropped (as in Kueue), so every job evicted is needed.
+ *   Non-borrowed jobs are never preempted; no plan, no eviction.
  */
 
 export type Hardware = 'CPU' | 'GPU';
@@ -383,21 +385,32 @@ export class Admitter {
    * its guarantee, counting victims already picked: a tenant whose other jobs ended is entitled to
    * what it holds, and this keeps reclaim from ping-ponging between tenants. It also excludes the
    * requesting tenant, which is within its guarantee.
+   * Then, as Kueue does, drops the victims the others make unnecessary: walking back from the
+   * second-to-last (the last one made it fit), a victim whose devices are not needed for `devices`
+   * to stay free is kept running. Every remaining victim is then needed, and the plan's count and
+   * lost work are those of the jobs actually evicted. Dropping a victim leaves its tenant holding
+   * more, so the others stay above their guarantee.
    */
   private planOn(node: NodeState, devices: number, now: number): Omit<ReclaimPlan, 'node'> | undefined {
     let free = node.spec.totalDevices - node.used;
     if (free + node.borrowed < devices) return undefined;
     const victims = this.victims;
     victims.length = 0;
-    let lost = 0;
     for (const r of node.lenders) {
       if (free >= devices) break;
       if (!this.aboveGuarantee(r.tq, victims)) continue;
       victims.push(r);
       free += r.job.devices;
-      lost += r.job.devices * Math.max(0, now - r.job.admittedAt);
     }
-    return free >= devices ? { victims: victims.length, lost } : undefined;
+    if (free < devices) return undefined;
+    for (let i = victims.length - 2; i >= 0; i--) {
+      if (free - victims[i].job.devices < devices) continue;
+      free -= victims[i].job.devices;
+      victims.splice(i, 1);
+    }
+    let lost = 0;
+    for (const r of victims) lost += r.job.devices * Math.max(0, now - r.job.admittedAt);
+    return { victims: victims.length, lost };
   }
 
   /** Whether the tenant still holds more than its guarantee once `picked` are evicted. */
@@ -499,7 +512,7 @@ interface NodeState {
   used: number;
   /** Devices held by borrowed jobs. */
   borrowed: number;
-  /** Borrowed jobs, youngest first (the order reclaim evicts them in). */
+  /** Borrowed jobs, youngest first (the order reclaim picks victims in). */
   lenders: ActiveRecord[];
 }
 
