@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { Worker, type Job as BullJob } from 'bullmq';
 import { Redis } from 'ioredis';
 import {
@@ -29,6 +30,17 @@ const UNBILLED_FAILURES = new Set(['INPUT_EXPIRED', 'INPUT_UNAVAILABLE']);
 /** Services whose runs write state (checkpoints, artifacts): never started before the cancel check. */
 const SIDE_EFFECTS = /^training(\.|$)/;
 
+/** Registers a beat if the name's heartbeat is this instance's, or nobody's (it lapsed, Redis restarted empty): 1, else 0. */
+const BEAT = `
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[4])
+return 1`;
+/** Deletes the heartbeat only while it is this instance's. */
+const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
+
 interface Running {
   controller: AbortController;
   jobId: string;
@@ -55,6 +67,8 @@ export class NodeAgent {
   private readonly inProgress = new Set<string>();
   private readonly k: ReturnType<typeof keys>;
   private readonly startedAt = Date.now();
+  /** Who holds the node name (claimName). */
+  private readonly instance = randomUUID();
 
   constructor(private readonly opts: AgentOptions) {
     const conn = (n: string, autoPipelining = false) => {
@@ -71,6 +85,7 @@ export class NodeAgent {
   }
 
   async start(): Promise<void> {
+    await this.claimName();
     await this.beat();
     this.heartbeat = setInterval(() => void this.beat().catch(() => undefined), HEARTBEAT_INTERVAL_MS);
     await this.subscriber.subscribe(this.k.cancel);
@@ -92,7 +107,8 @@ export class NodeAgent {
     if (this.heartbeat) clearInterval(this.heartbeat);
     for (const r of this.running.values()) r.controller.abort();
     await this.worker?.close(true);
-    await this.redis.del(this.k.heartbeat(this.opts.name)).catch(() => undefined);
+    // Our heartbeat only: a node that took the name over keeps its own.
+    await this.redis.eval(RELEASE, 1, this.k.heartbeat(this.opts.name), this.instance).catch(() => undefined);
     this.redis.disconnect();
     this.subscriber.disconnect();
   }
@@ -102,12 +118,30 @@ export class NodeAgent {
       name: this.opts.name, hardware: this.opts.hardware, devices: this.opts.devices, gpuModel: this.opts.gpuModel ?? null,
       startedAt: this.startedAt, running: [...this.running.keys()], beatAt: Date.now(),
     };
-    await this.redis.multi()
-      .sadd(this.k.nodeSet, this.opts.name)
-      .set(this.k.node(this.opts.name), JSON.stringify(info))
-      .set(this.k.heartbeat(this.opts.name), String(Date.now()), 'PX', HEARTBEAT_TTL_MS)
-      .exec();
+    const ours = await this.redis.eval(BEAT, 3, this.k.heartbeat(this.opts.name), this.k.node(this.opts.name), this.k.nodeSet,
+      this.instance, HEARTBEAT_TTL_MS, JSON.stringify(info), this.opts.name);
+    if (Number(ours) !== 1) this.opts.log?.('another node agent holds this node name: not registering over it', { name: this.opts.name });
     await this.abortCanceled();
+  }
+
+  /**
+   * A node name is one agent's: its heartbeat key holds the agent's instance id. Two agents started
+   * with one name overwrote each other's registration every beat, so the control plane saw the node
+   * restart again and again and gave up every attempt on it. A second agent waits for the name (a
+   * crashed predecessor's heartbeat lapses within HEARTBEAT_TTL_MS), then refuses to start.
+   */
+  private async claimName(): Promise<void> {
+    const deadline = Date.now() + HEARTBEAT_TTL_MS + 1000;
+    for (;;) {
+      const got = await this.redis.set(this.k.heartbeat(this.opts.name), this.instance, 'PX', HEARTBEAT_TTL_MS, 'NX');
+      if (got === 'OK') return;
+      if (Date.now() > deadline) {
+        this.redis.disconnect();
+        this.subscriber.disconnect();
+        throw new Error(`a node agent named ${this.opts.name} is already running: give this one another --name`);
+      }
+      await new Promise((r) => setTimeout(r, 250));
+    }
   }
 
   /**

@@ -38,7 +38,10 @@ export async function main(argv = process.argv.slice(2)): Promise<NodeAgent> {
   // Trials and model.predict reach datasets and models only through the artifact store (DATA_DIR, or
   // ARTIFACT_STORE=s3 with S3_*), which each worker thread builds from this environment: fail fast here.
   const store = createArtifactStore(env);
-  const hardware = values.hardware === 'GPU' ? 'GPU' : 'CPU';
+  const requested = (values.hardware ?? 'CPU').toUpperCase();
+  // A typo must not make a GPU machine register as a 2-device CPU node.
+  if (requested !== 'CPU' && requested !== 'GPU') throw new Error(`--hardware must be CPU or GPU, not ${values.hardware}`);
+  const hardware: 'CPU' | 'GPU' = requested;
   const gpus = hardware === 'GPU' ? detectGpus() : null;
   if (hardware === 'GPU' && !gpus && !values.devices) throw new Error('--hardware GPU: nvidia-smi found no GPU; pass --devices to override');
   const devices = Number(values.devices ?? gpus?.count ?? 2);

@@ -5,7 +5,19 @@ import type { Scheduler } from './scheduler';
 import { recordTakenBackAttempts } from './superseded';
 
 interface Known {
+  /** The node's last registration, its `beatAt` replaced by when this monitor first saw that beat (its own clock). */
   info: NodeInfo;
+  /** That beat's own `beatAt`, by the node's clock: a new value is a new beat. */
+  nodeBeatAt: number;
+}
+
+/**
+ * A registration as the monitor keeps it: every time here is the control plane's, never the
+ * node's (a node clock running ahead made a vanished node's grace never end; one behind skipped it).
+ */
+function seen(info: NodeInfo, prev: Known | undefined): Known {
+  const sameBeat = prev !== undefined && prev.nodeBeatAt === info.beatAt;
+  return { info: { ...info, beatAt: sameBeat ? prev.info.beatAt : Date.now() }, nodeBeatAt: info.beatAt };
 }
 
 /**
@@ -24,8 +36,8 @@ export class NodeMonitor {
   async start(): Promise<Array<{ id: string; hardware: 'CPU' | 'GPU'; totalDevices: number }>> {
     const { live } = await this.liveNodes();
     for (const info of live) {
-      this.known.set(info.name, { info });
       await this.upsert(info);
+      this.known.set(info.name, seen(info, undefined));
     }
     await this.markMissingLost(new Set(live.map((n) => n.name)));
     this.timer = setInterval(() => void this.tick(), 500);
@@ -55,12 +67,13 @@ export class NodeMonitor {
         const prev = this.known.get(info.name);
         if (prev && prev.info.startedAt !== info.startedAt) await this.lost(info.name, 'node restarted', false);
         if (!prev || prev.info.startedAt !== info.startedAt) {
-          this.known.set(info.name, { info });
+          // Known only once Postgres and the admitter have it: a failed write is tried again next tick.
           await this.upsert(info);
           this.scheduler.addNode({ id: info.name, hardware: info.hardware, totalDevices: info.devices });
+          this.known.set(info.name, seen(info, undefined));
           this.cx.log.info({ node: info.name, hardware: info.hardware, devices: info.devices }, 'node ready');
         } else {
-          prev.info = info;
+          this.known.set(info.name, seen(info, prev));
           await this.cx.db.query(`UPDATE nodes SET last_heartbeat_at = now() WHERE id = $1`, [info.name]);
         }
       }
