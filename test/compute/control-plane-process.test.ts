@@ -1,10 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { signUpTenant, startTestApi, type TestApi } from '../support/api';
 import { waitFor } from '../support/cluster';
 import { childEnv } from '../support/env';
 import { PREDICT } from '../support/gql';
+import { freePort } from '../support/net';
 
 /**
  * The split deployment (docker-compose): API, `npm run control-plane` and a node agent as three
@@ -16,14 +16,6 @@ let api: TestApi;
 let controlPlane: ChildProcess;
 let agent: ChildProcess;
 let metricsUrl: string;
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as { port: number };
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 const stop = async (child: ChildProcess | undefined) => {
   if (!child || child.exitCode !== null) return;

@@ -1,11 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import type { Client } from 'pg';
 import { Redis } from 'ioredis';
 import { signUpTenant, type TestTenant } from '../support/api';
 import { startCluster, waitFor, type TestCluster } from '../support/cluster';
 import { ownerClient } from '../support/db';
 import { PREDICT } from '../support/gql';
+import { freePort } from '../support/net';
 
 /**
  * Acceptance: "restart Redis mid-run: no job lost, no ledger row doubled". Unlike faults.test.ts
@@ -23,16 +23,6 @@ let cluster: TestCluster | null = null;
 let owner: Client | null = null;
 let t: TestTenant;
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const p = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(p));
-    });
-  });
-}
 
 async function startRedis(): Promise<ChildProcess> {
   const child = spawn(REDIS_BIN, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no'], {

@@ -1,9 +1,6 @@
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { crc32, deflateSync } from 'node:zlib';
 import sharp from 'sharp';
 import { AppError } from '../../src/platform/errors';
@@ -12,6 +9,7 @@ import { ImageInputStore } from '../../src/modules/services/image-store';
 import { ServicesService } from '../../src/modules/services/services.service';
 import type { ArtifactStore } from '../../src/modules/training/artifact-store';
 import type { Principal } from '../../src/modules/tenancy/principal';
+import { selfSigned } from '../support/net';
 
 /** Runs prepareInput and returns the BAD_USER_INPUT field it names (fails the test otherwise). */
 async function badField(serviceId: string, raw: unknown, opts?: Parameters<typeof prepareInput>[2]): Promise<{ field: string; message: string }> {
@@ -264,19 +262,6 @@ describe('SSRF protection', () => {
   }, 10_000);
 });
 
-/** A local https server with a throwaway self-signed certificate (needs the openssl CLI). */
-function selfSigned(): { key: Buffer; cert: Buffer } | null {
-  const dir = mkdtempSync(join(tmpdir(), 'nimbus-tls-'));
-  try {
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(dir, 'k.pem'), '-out', join(dir, 'c.pem'),
-      '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { stdio: 'ignore' });
-    return { key: readFileSync(join(dir, 'k.pem')), cert: readFileSync(join(dir, 'c.pem')) };
-  } catch {
-    return null;
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
 
 const tls = selfSigned();
 (tls ? describe : describe.skip)('https image fetch (local server, private networks allowed for the test)', () => {

@@ -1,15 +1,12 @@
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import sharp from 'sharp';
 import { prepareInput } from '../../src/modules/services/catalog';
 import { AppError } from '../../src/platform/errors';
 import { createRuntimeHost, type JobContext, type RuntimeHost } from '../../workers/node-agent/runtimes';
 import { signUpTenant, startTestApi, type TestApi, type TestTenant } from '../support/api';
+import { selfSigned } from '../support/net';
 
 /**
  * Inputs that used to end as INTERNAL, a useless MODEL_ERROR or minutes of a worker thread:
@@ -31,19 +28,6 @@ function listen(server: ReturnType<typeof createHttpServer>, host: string): Prom
 }
 
 // ---------------------------------------------------------------------------------------------
-/** A throwaway self-signed certificate for localhost (needs the openssl CLI). */
-function selfSigned(): { key: Buffer; cert: Buffer } | null {
-  const dir = mkdtempSync(join(tmpdir(), 'nimbus-audit-tls-'));
-  try {
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(dir, 'k.pem'), '-out', join(dir, 'c.pem'),
-      '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { stdio: 'ignore' });
-    return { key: readFileSync(join(dir, 'k.pem')), cert: readFileSync(join(dir, 'c.pem')) };
-  } catch {
-    return null;
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
 
 const tls = selfSigned();
 (tls ? describe : describe.skip)('image URLs (safe-fetch.ts)', () => {

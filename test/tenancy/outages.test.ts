@@ -3,6 +3,7 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 import { Redis } from 'ioredis';
 import { signUpTenant, startTestApi, type TestApi } from '../support/api';
 import { testDatabaseUrl } from '../support/env';
+import { freePort } from '../support/net';
 
 /**
  * The API when a backing service fails: Redis down (a private redis-server, killed) and Postgres
@@ -11,16 +12,6 @@ import { testDatabaseUrl } from '../support/env';
  * hang, never INTERNAL.
  */
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const p = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(p));
-    });
-  });
-}
 
 const REDIS_BIN = process.env.REDIS_SERVER_BIN ?? '/usr/bin/redis-server';
 

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { Client } from 'pg';
-import { coerce, profileDataset, readTable } from '../../src/modules/training/dataset-parser';
+import { profileDataset, readTable } from '../../src/modules/training/dataset-parser';
 import { signUpTenant, startTestApi, type TestApi, type TestTenant } from '../support/api';
 import { ownerClient } from '../support/db';
 import { UploadSigner } from '../../src/modules/training/upload-signing';
