@@ -168,7 +168,12 @@ export async function post(rawUrl: string, headers: Record<string, string>, body
   const url = new URL(rawUrl);
   const deadline = Date.now() + timeoutMs;
   const host = url.hostname.replace(/^\[|\]$/g, ''); // an IPv6 literal comes bracketed
-  const addresses: LookupAddress[] = await lookup(host, { all: true });
+  // The deadline covers the lookup too: a resolver that never answers must not hold a delivery slot.
+  let dnsTimer: NodeJS.Timeout | undefined;
+  const addresses: LookupAddress[] = await Promise.race([
+    lookup(host, { all: true }),
+    new Promise<never>((_, reject) => { dnsTimer = setTimeout(() => reject(new Error(`timed out resolving ${host}`)), timeoutMs); }),
+  ]).finally(() => clearTimeout(dnsTimer));
   const allowed = addresses.filter((a) => allowPrivate || isPublicAddress(a.address));
   if (allowed.length === 0) throw new Error(`refused: ${host} resolves to a private or reserved address`);
   const client = url.protocol === 'https:' ? https : http;
