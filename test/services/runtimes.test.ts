@@ -69,6 +69,24 @@ describe('vision', () => {
     expect(counts).toEqual(FACES);
   });
 
+  it('finds the same faces in a photo too large to hand Human whole (shrunk first), with boxes in the original\'s pixels', async () => {
+    type Faces = { faces: Array<{ box: Box }> };
+    const small = (await call<Faces>('vision.faces', { image: sample(1) })).output.faces;
+    const meta = await sharp(Buffer.from(sample(1), 'base64')).metadata();
+    const factor = Math.ceil(2600 / Math.max(meta.width!, meta.height!)); // past the 2,048 px it hands Human
+    const big = await sharp(Buffer.from(sample(1), 'base64')).resize(meta.width! * factor, meta.height! * factor).jpeg().toBuffer();
+    const large = (await call<Faces>('vision.faces', { image: big.toString('base64') })).output.faces;
+    expect(large).toHaveLength(small.length);
+    const byX = (f: Array<{ box: Box }>) => [...f].sort((p, q) => p.box.x - q.box.x);
+    byX(large).forEach((f, i) => {
+      const s = byX(small)[i]!.box;
+      // The same face, in pixels of the enlarged photo: about `factor` times the small one's box.
+      expect(Math.abs(f.box.x - s.x * factor)).toBeLessThan(0.1 * s.width * factor + 5);
+      expect(Math.abs(f.box.width - s.width * factor)).toBeLessThan(0.2 * s.width * factor + 5);
+      expect(f.box.x + f.box.width).toBeLessThanOrEqual(meta.width! * factor);
+    });
+  });
+
   it('detects people with boxes inside the image, and reports warm calls with loadMs 0', async () => {
     const first = await call<{ objects: Array<{ label: string; score: number; box: Box }>; width: number; height: number }>(
       'vision.detect-objects', { image: sample(6), minScore: 0.3 });

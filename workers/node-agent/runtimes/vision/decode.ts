@@ -23,11 +23,15 @@ export function imageBytes(image: ImagePayload): Buffer {
   throw new RuntimeError('INVALID_INPUT', 'input.image is missing; run prepareInput first');
 }
 
-/** Decodes to raw RGB (EXIF orientation applied), optionally resized to exactly w x h. */
-export async function decodeRgb(image: ImagePayload, size?: { width: number; height: number }): Promise<RgbImage> {
+/**
+ * Decodes to raw RGB (EXIF orientation applied), optionally resized to exactly w x h, or shrunk to
+ * fit `maxSide` (aspect kept, never enlarged).
+ */
+export async function decodeRgb(image: ImagePayload, size?: { width: number; height: number } | { maxSide: number }): Promise<RgbImage> {
   try {
     let pipeline = sharp(imageBytes(image), { limitInputPixels: 50_000_000 }).autoOrient().removeAlpha().toColourspace('srgb');
-    if (size) pipeline = pipeline.resize(size.width, size.height, { fit: 'fill' });
+    if (size && 'maxSide' in size) pipeline = pipeline.resize(size.maxSide, size.maxSide, { fit: 'inside', withoutEnlargement: true });
+    else if (size) pipeline = pipeline.resize(size.width, size.height, { fit: 'fill' });
     const { data, info } = await pipeline.raw().toBuffer({ resolveWithObject: true });
     return { data, width: info.width, height: info.height };
   } catch (err) {

@@ -111,15 +111,26 @@ export async function loadObjects(): Promise<void> {
   loaded.objects = true;
 }
 
+/**
+ * The longest side Human is handed: its detectors resize a frame to their own input (CenterNet
+ * 512, BlazeFace 256) anyway, and a full 50-megapixel frame as an int32 tensor took over 2 GB of a
+ * thread's memory (7000 x 7000). Larger images are shrunk first; boxes come back in their pixels.
+ */
+const MAX_DETECT_SIDE = 2048;
+
 /** Human merges per-call config into its own, so every call states all of it. */
-async function detect(image: ImagePayload, config: object): Promise<{ result: HumanResult; width: number; height: number }> {
+async function detect(image: ImagePayload, config: object): Promise<{ result: HumanResult; width: number; height: number; scale: number }> {
   const h = await instance();
-  const rgb = await decodeRgb(image);
+  const rgb = await decodeRgb(image, { maxSide: MAX_DETECT_SIDE });
   const tensor = toTensor(rgb);
   try {
     const result = await h.detect(tensor, config);
     if (result.error) throw new RuntimeError('MODEL_ERROR', `human: ${result.error}`);
-    return { result, width: rgb.width, height: rgb.height };
+    // The original's size (after EXIF orientation, as the API measured it) when it was shrunk.
+    const shrunk = image.width > rgb.width || image.height > rgb.height;
+    const width = shrunk ? image.width : rgb.width;
+    const height = shrunk ? image.height : rgb.height;
+    return { result, width, height, scale: width / rgb.width };
   } finally {
     tensor.dispose();
   }
@@ -128,8 +139,9 @@ async function detect(image: ImagePayload, config: object): Promise<{ result: Hu
 const r1 = (x: number) => Math.round(x * 10) / 10;
 const r4 = (x: number) => Math.round(x * 1e4) / 1e4;
 
-/** Clamps a human box to the image and rounds it. */
-function toBox([x, y, w, h]: Box, width: number, height: number) {
+/** Scales a human box to the original image's pixels, clamps it to the image and rounds it. */
+function toBox([bx, by, bw, bh]: Box, width: number, height: number, scale = 1) {
+  const [x, y, w, h] = [bx * scale, by * scale, bw * scale, bh * scale];
   const x0 = Math.max(0, x);
   const y0 = Math.max(0, y);
   return { x: r1(x0), y: r1(y0), width: r1(Math.min(width, x + w) - x0), height: r1(Math.min(height, y + h) - y0) };
@@ -138,7 +150,7 @@ function toBox([x, y, w, h]: Box, width: number, height: number) {
 export async function detectObjects(input: { image: ImagePayload; minScore?: number; maxResults?: number }) {
   const minScore = input.minScore ?? 0.3;
   const maxResults = input.maxResults ?? 20;
-  const { result, width, height } = await detect(input.image, {
+  const { result, width, height, scale } = await detect(input.image, {
     face: FACE_OFF,
     object: { ...OBJECT_ON, minConfidence: minScore, maxDetected: maxResults },
   });
@@ -146,12 +158,12 @@ export async function detectObjects(input: { image: ImagePayload; minScore?: num
     .filter((o) => o.score >= minScore)
     .sort((a, b) => b.score - a.score)
     .slice(0, maxResults)
-    .map((o) => ({ label: o.label, score: r4(o.score), box: toBox(o.box, width, height) }));
+    .map((o) => ({ label: o.label, score: r4(o.score), box: toBox(o.box, width, height, scale) }));
   return { objects, width, height };
 }
 
 export async function detectFaces(input: { image: ImagePayload; embeddings?: boolean }) {
-  const { result, width, height } = await detect(input.image, { face: FACE_ON, object: OBJECT_OFF });
+  const { result, width, height, scale } = await detect(input.image, { face: FACE_ON, object: OBJECT_OFF });
   const faces = result.face
     .filter((f) => f.score >= FACE_MIN_SCORE)
     .sort((a, b) => b.score - a.score)
@@ -160,7 +172,7 @@ export async function detectFaces(input: { image: ImagePayload; embeddings?: boo
       for (const e of f.emotion ?? []) emotions[e.emotion] = r4(e.score);
       const top = [...(f.emotion ?? [])].sort((a, b) => b.score - a.score)[0];
       return {
-        box: toBox(f.box, width, height),
+        box: toBox(f.box, width, height, scale),
         score: r4(f.score),
         age: r1(f.age ?? 0),
         gender: f.gender === 'male' ? ('male' as const) : ('female' as const),
