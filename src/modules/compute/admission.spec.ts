@@ -502,6 +502,68 @@ describe('Admitter', () => {
     expect(admitter.decide(8).admit).toEqual([{ jobId: 'a1', nodeId: 'c2', borrowed: false }]);
   });
 
+  describe('a guarantee that changes', () => {
+    // A holds both GPUs of n1 within its guarantee of 2: neither job was admitted borrowed.
+    const holding = () =>
+      new Admitter({
+        nodes: [gpuNode('n1', 2)],
+        quotas: [quota('A', 2, 2), quota('B', 0, 2)],
+        defaultQuota: { CPU: { guaranteed: 0, limit: 0 }, GPU: { guaranteed: 0, limit: 0 } },
+        active: [running('a-old', 'A', 'n1', 1, 100, false), running('a-young', 'A', 'n1', 1, 200, false)],
+        pending: [],
+      });
+
+    it('a guarantee moved to another tenant is honoured: the jobs now above the old owner’s guarantee are preemptible', () => {
+      const admitter = holding();
+      const reflagged = admitter.setQuota(quota('A', 0, 2));
+      admitter.setQuota(quota('B', 2, 2));
+      admitter.enqueue(job('b1', 'B', 1, 300));
+      const d = admitter.decide(400);
+      expect(d.preempt).toEqual([
+        expect.objectContaining({ jobId: 'a-young', nodeId: 'n1', forJobId: 'b1', victim: expect.objectContaining({ id: 'a-young', borrowed: true }) }),
+      ]);
+      expect(d.admit).toEqual([{ jobId: 'b1', nodeId: 'n1', borrowed: false }]);
+      // What changed, for the caller to persist: both jobs are beyond A's guarantee of 0 now.
+      expect(reflagged.map((j) => [j.id, j.borrowed])).toEqual([
+        ['a-young', true],
+        ['a-old', true],
+      ]);
+    });
+
+    it('a lowered guarantee makes only the youngest jobs borrowed, until the rest fit', () => {
+      const admitter = holding();
+      expect(admitter.setQuota(quota('A', 1, 2)).map((j) => j.id)).toEqual(['a-young']);
+      expect(admitter.activeJob('a-old')).toMatchObject({ borrowed: false });
+      expect(admitter.snapshotUsage()[0]).toMatchObject({ tenantId: 'A', used: 2, borrowed: 1, guaranteed: 1 });
+      admitter.setQuota(quota('B', 1, 2));
+      admitter.enqueue(job('b1', 'B', 1, 300));
+      expect(admitter.decide(400).preempt.map((p) => p.jobId)).toEqual(['a-young']);
+    });
+
+    it('a tenant whose guarantee is raised or unchanged keeps its jobs unpreemptible', () => {
+      const admitter = holding();
+      expect(admitter.setQuota(quota('A', 2, 2))).toEqual([]);
+      expect(admitter.setQuota(quota('A', 3, 4))).toEqual([]);
+      admitter.setQuota(quota('B', 2, 2));
+      admitter.enqueue(job('b1', 'B', 1, 300));
+      expect(admitter.decide(400)).toEqual({ admit: [], preempt: [] });
+      expect(admitter.snapshotUsage()[0]).toMatchObject({ tenantId: 'A', used: 2, borrowed: 0 });
+    });
+
+    it('a rebuilt admitter flags jobs beyond a guarantee lowered while none ran', () => {
+      const d = decide(
+        snapshot({
+          nodes: [gpuNode('n1', 2)],
+          quotas: [quota('A', 0, 2), quota('B', 2, 2)],
+          active: [running('a-old', 'A', 'n1', 1, 100, false), running('a-young', 'A', 'n1', 1, 200, false)],
+          pending: [job('b1', 'B', 1, 300)],
+        }),
+      );
+      expect(d.preempt.map((p) => p.jobId)).toEqual(['a-young']);
+      expect(d.admit).toEqual([{ jobId: 'b1', nodeId: 'n1', borrowed: false }]);
+    });
+  });
+
   it('forgets dequeued jobs and rejects duplicate ids and bad sizes', () => {
     const admitter = new Admitter(state());
     admitter.enqueue(job('a1', 'A', 1, 1, 'CPU'));

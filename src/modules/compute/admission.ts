@@ -6,6 +6,10 @@
  * Policy, per hardware class (CPU and GPU never compete):
  * - Quota: a tenant holds `guaranteed` devices it can always get back, and may BORROW idle
  *   capacity up to `limit`. A job admitted beyond the guarantee is `borrowed` (preemptible).
+ *   Borrowing follows current usage, not admission history: when a tenant's guarantee is lowered
+ *   below what its non-borrowed jobs hold, its youngest of them become borrowed until the rest fit
+ *   (setQuota returns them, so the caller can persist the flag), and a guarantee moved to another
+ *   tenant can be reclaimed from them. A raised guarantee leaves borrowed jobs borrowed.
  * - Two passes per decision, as in Kueue: first jobs that fit within their tenant's guarantee
  *   (these may reclaim capacity by preemption), then jobs that need to borrow (never preempt).
  *   Serving guaranteed work first also means a job borrowed in a decision is never reclaimed by
@@ -24,7 +28,8 @@
  *   the fewest evictions (ties: least lost device-seconds, then node id), and is admitted there at
  *   once. On each node victims are picked youngest first until enough devices are free, then any
  *   the others make unnecessary are dropped (as in Kueue), so every job evicted is needed.
- *   Non-borrowed jobs are never preempted; no plan, no eviction.
+ *   Non-borrowed jobs (within their tenant's current guarantee) are never preempted; no plan, no
+ *   eviction.
  */
 
 export type Hardware = 'CPU' | 'GPU';
@@ -60,7 +65,7 @@ export interface PendingJob {
 export interface ActiveJob extends PendingJob {
   nodeId: string;
   admittedAt: number;
-  /** Admitted beyond the tenant's guarantee, hence preemptible. */
+  /** Held beyond the tenant's guarantee (admitted so, or the guarantee lowered since), hence preemptible. */
   borrowed: boolean;
 }
 /** Everything the admitter needs, e.g. rebuilt from Postgres at control-plane startup. */
@@ -155,12 +160,20 @@ export class Admitter {
     for (const q of state.quotas) this.setQuota(q);
     for (const n of state.nodes) this.addNode(n);
     for (const j of state.active) this.addActive(j);
+    // A guarantee lowered while no admitter ran (or whose re-flagging was not persisted).
+    for (const tq of this.tenants.values()) this.lendExcess(tq);
     for (const j of state.pending) this.enqueue(j);
   }
 
-  setQuota(quota: QuotaSpec): void {
+  /**
+   * Sets a tenant's quota. Returns the tenant's jobs that became borrowed (preemptible) because the
+   * guarantee no longer covers them, as they run now, for the caller to persist; usually none.
+   */
+  setQuota(quota: QuotaSpec): ActiveJob[] {
     checkQuota(quota);
-    this.tenant(quota.tenantId, quota.hardware).quota = { guaranteed: quota.guaranteed, limit: quota.limit };
+    const tq = this.tenant(quota.tenantId, quota.hardware);
+    tq.quota = { guaranteed: quota.guaranteed, limit: quota.limit };
+    return this.lendExcess(tq);
   }
 
   /** The tenant's own quota for the hardware, if it has one (else the default applies). */
@@ -228,6 +241,7 @@ export class Admitter {
     this.active.set(job.id, record);
     record.tq.used += job.devices;
     if (job.borrowed) record.tq.borrowed += job.devices;
+    record.tq.active.add(record);
     let onNode = this.jobsOnNode.get(job.nodeId);
     if (!onNode) this.jobsOnNode.set(job.nodeId, (onNode = new Set()));
     onNode.add(record);
@@ -420,12 +434,34 @@ export class Admitter {
     return used > this.quotaOf(tq).guaranteed;
   }
 
+  /**
+   * Flags the tenant's youngest non-borrowed jobs borrowed until its non-borrowed devices fit its
+   * guarantee (they stay borrowed, as jobs admitted borrowed do), so that reclaim can take back
+   * what the guarantee no longer covers; returns them. O(1) unless the guarantee was lowered.
+   */
+  private lendExcess(tq: TenantQueue): ActiveJob[] {
+    const guaranteed = this.quotaOf(tq).guaranteed;
+    if (tq.used - tq.borrowed <= guaranteed) return [];
+    const own = [...tq.active].filter((r) => !r.job.borrowed).sort((a, b) => (youngerFirst(a.job, b.job) ? -1 : 1));
+    const changed: ActiveJob[] = [];
+    for (const r of own) {
+      if (tq.used - tq.borrowed <= guaranteed) break;
+      this.updateNodeState(r.job.nodeId, (node) => vacate(node, r));
+      r.job.borrowed = true;
+      tq.borrowed += r.job.devices;
+      this.updateNodeState(r.job.nodeId, (node) => occupy(node, r));
+      changed.push({ ...r.job });
+    }
+    return changed;
+  }
+
   /** Removes an active job and returns it. */
   private release(record: ActiveRecord): ActiveJob {
     const { job, tq } = record;
     this.active.delete(job.id);
     tq.used -= job.devices;
     if (job.borrowed) tq.borrowed -= job.devices;
+    tq.active.delete(record);
     const onNode = this.jobsOnNode.get(job.nodeId);
     onNode?.delete(record);
     if (onNode?.size === 0) this.jobsOnNode.delete(job.nodeId);
@@ -521,6 +557,8 @@ class TenantQueue {
   quota: QuotaLimits | undefined;
   used = 0;
   borrowed = 0;
+  /** The tenant's active jobs on this hardware. */
+  readonly active = new Set<ActiveRecord>();
   pendingJobs = 0;
   pendingDevices = 0;
   /** Pending jobs by size, each in tenant order (priority, age, id). */

@@ -112,7 +112,7 @@ export class Scheduler {
   }
 
   setQuota(q: { tenantId: string; hardware: Hardware; guaranteed: number; limit: number }): void {
-    this.admitter.setQuota(q);
+    this.recordBorrowed(this.admitter.setQuota(q));
     this.wake();
   }
 
@@ -122,14 +122,37 @@ export class Scheduler {
    */
   refreshQuotas(rows: Array<{ tenantId: string; hardware: Hardware; guaranteed: number; limit: number }>): number {
     let changed = 0;
+    const reflagged: ActiveJob[] = [];
     for (const q of rows) {
       const have = this.admitter.explicitQuota(q.tenantId, q.hardware);
       if (have && have.guaranteed === q.guaranteed && have.limit === q.limit) continue;
-      this.admitter.setQuota(q);
+      reflagged.push(...this.admitter.setQuota(q));
       changed++;
     }
+    this.recordBorrowed(reflagged);
     if (changed) this.wake();
     return changed;
+  }
+
+  /**
+   * Writes `jobs.borrowed` for running jobs the admitter made borrowed because their tenant's
+   * guarantee was lowered. Best effort: a restart flags them again from the quotas (the admitter
+   * flags whatever a guarantee does not cover); the stored flag keeps them borrowed across a
+   * restart should the guarantee be raised again. Per attempt, so a job preempted and admitted
+   * again meanwhile keeps its new admission's flag; an admission still being written keeps its own.
+   */
+  private recordBorrowed(jobs: ActiveJob[]): void {
+    const held = jobs.filter((j) => this.activeAttempt.has(j.id));
+    if (!held.length) return;
+    void this.cx.db
+      .query(
+        `UPDATE jobs j SET borrowed = true FROM unnest($1::uuid[], $2::int[]) AS b(id, attempt)
+          WHERE j.id = b.id AND j.attempt = b.attempt AND j.status IN ('ADMITTED','RUNNING')`,
+        [held.map((j) => j.id), held.map((j) => this.activeAttempt.get(j.id))],
+      )
+      .catch((err: Error) => {
+        this.cx.log.warn({ err: err.message, jobs: held.map((j) => j.id) }, 'recording jobs borrowed after a lowered guarantee failed; a restart flags them again');
+      });
   }
 
   enqueue(job: { id: string; tenantId: string; hardware: Hardware; devices: number; enqueuedAt: number }): void {
