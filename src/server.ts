@@ -137,7 +137,14 @@ export async function startServer(app: App, opts: { port?: number; host?: string
         const requestId = String(res.locals.requestId);
         const principal = await toGraphQL(() => authenticate(app, req));
         await toGraphQL(() => consumeRequestTokens(app, principal, req.ip ?? 'unknown'));
-        return { requestId, principal, services: app.services, log: log.child({ requestId }), origin: `${req.protocol}://${req.get('host')}` };
+        // Aborted if the client goes away before its answer (a predict(wait:) it no longer waits for).
+        const gone = new AbortController();
+        res.once('close', () => {
+          if (!res.writableFinished) gone.abort();
+        });
+        return {
+          requestId, principal, services: app.services, log: log.child({ requestId }), origin: `${req.protocol}://${req.get('host')}`, signal: gone.signal,
+        };
       },
     }),
   );

@@ -50,9 +50,16 @@ export async function paginate<T extends Keyset>(
   return { edges, pageInfo: { hasNextPage: rows.length > first, endCursor: edges.at(-1)?.cursor ?? null } };
 }
 
-/** SQL fragment + params for "after this keyset" with params numbered from `start`. */
-export function keysetWhere(after: Keyset | null, start: number, alias = ''): { sql: string; params: unknown[] } {
+/**
+ * SQL fragment + params for "after this keyset" with params numbered from `start`. The cursor's
+ * time has milliseconds (a JavaScript Date) while `created_at` has microseconds, and rows made in
+ * one statement share one: the cursor row's own `created_at` is read back from `table` by its id,
+ * so rows in the same millisecond as the cursor are neither skipped nor repeated. The cursor's
+ * time serves only if that row is gone.
+ */
+export function keysetWhere(after: Keyset | null, start: number, table: string, alias = ''): { sql: string; params: unknown[] } {
   if (!after) return { sql: 'TRUE', params: [] };
   const a = alias ? `${alias}.` : '';
-  return { sql: `(${a}created_at, ${a}id) < ($${start}, $${start + 1})`, params: [after.createdAt, after.id] };
+  const at = `COALESCE((SELECT c.created_at FROM ${table} c WHERE c.id = $${start + 1}), $${start})`;
+  return { sql: `(${a}created_at, ${a}id) < (${at}, $${start + 1}::uuid)`, params: [after.createdAt, after.id] };
 }

@@ -125,7 +125,7 @@ export class JobUpdateBus {
       await inbox.wait(ms);
       return inbox.take();
     };
-    return { next, cancel: off, recheckUnlessSubscribed: () => this.recheckUnlessSubscribed(jobId, inbox) };
+    return { next, cancel: off, interrupt: () => inbox.interrupt(), recheckUnlessSubscribed: () => this.recheckUnlessSubscribed(jobId, inbox) };
   }
 
   /**
@@ -173,6 +173,8 @@ export interface Waiter {
   /** The first update not yet taken, or null after `ms` (or once poked: `recheckUnlessSubscribed`). */
   next(ms: number): Promise<JobUpdate | null>;
   cancel(): void;
+  /** Ends the current (or next) wait at once, empty. */
+  interrupt(): void;
   /** Call right before reading the job or making it visible; see JobUpdateBus. */
   recheckUnlessSubscribed(): void;
 }

@@ -11,7 +11,7 @@ import { parseInput, requireHttpsWebhook, webhookUrlSchema } from '../../platfor
 import { requireScope, type Principal } from '../tenancy/principal';
 import type { Caller } from '../tenancy/tenancy.service';
 import { TERMINAL, type Hardware, type JobKind, type JobStatus } from './compute.entities';
-import type { JobUpdateBus } from './job-updates';
+import type { JobUpdateBus, Waiter } from './job-updates';
 import { JobInserter } from './job-inserter';
 import { SELECT_VIEW, toView, type JobView } from './job-view';
 import { predictionFingerprint } from './request-fingerprint';
@@ -105,7 +105,7 @@ export class JobsService {
       return await this.submit(p.tenantId, {
         ...target, kind: 'PREDICTION', idempotencyKey: input.idempotencyKey, webhookUrl: input.webhookUrl,
         webhookEvents: input.webhookEvents, deadlineSeconds: input.deadlineSeconds, requestHash,
-      }, input.wait, () => (created = true));
+      }, input.wait, () => (created = true), caller.signal);
     } finally {
       // Refused (spend limit, payment, conflict) or a repeat of an earlier job: nothing will read it.
       if (!created) await discard?.();
@@ -113,12 +113,12 @@ export class JobsService {
   }
 
   /** Creates (or finds, by idempotency key) a job, wakes the admitter and optionally waits for its end. */
-  async submit(tenantId: string, job: NewJob, waitSeconds = 0, onCreated?: () => void): Promise<JobView> {
+  async submit(tenantId: string, job: NewJob, waitSeconds = 0, onCreated?: () => void, signal?: AbortSignal): Promise<JobView> {
     for (const guard of this.guards) await guard(tenantId, job);
     // Past the tenant's number of held requests, a call is answered at once, as with wait: 0.
     const release = waitSeconds > 0 ? await this.holdWait(tenantId) : null;
     try {
-      return await this.submitAndWait(tenantId, job, release ? waitSeconds : 0, onCreated);
+      return await this.submitAndWait(tenantId, job, release ? waitSeconds : 0, onCreated, signal);
     } finally {
       release?.();
     }
@@ -146,7 +146,7 @@ export class JobsService {
 
   private readonly heldWaits = new Map<string, number>();
 
-  private async submitAndWait(tenantId: string, job: NewJob, waitSeconds: number, onCreated?: () => void): Promise<JobView> {
+  private async submitAndWait(tenantId: string, job: NewJob, waitSeconds: number, onCreated?: () => void, signal?: AbortSignal): Promise<JobView> {
     const id = randomUUID();
     const waiter = waitSeconds > 0 ? this.bus.waiter(id, (u) => TERMINAL.has(u.status as JobStatus)) : null;
     // A waited-for job's id is first told with its end (a durable commit) or after the wait
@@ -158,20 +158,20 @@ export class JobsService {
     if (!created.created) {
       // Same idempotency key: the earlier job, never a second one.
       waiter?.cancel();
-      return this.waitAndRead(tenantId, created.id, waitSeconds);
+      return this.waitAndRead(tenantId, created.id, waitSeconds, signal);
     }
     onCreated?.();
     if (!waiter) return toView({ ...created.row, billable_ms: 0 }); // as inserted: no second read
     // The admitter hears of the job only now: an end published after this is seen if Redis had
     // taken the subscription by now, else the job is read once it has.
     waiter.recheckUnlessSubscribed();
-    const ended = await this.awaitEnd(tenantId, id, waiter, waitSeconds * 1000);
+    const ended = await this.awaitEnd(tenantId, id, waiter, waitSeconds * 1000, signal);
     if (ended) return ended;
     await this.inserter.barrier();
     return this.read(tenantId, id);
   }
 
-  private async waitAndRead(tenantId: string, id: string, waitSeconds: number): Promise<JobView> {
+  private async waitAndRead(tenantId: string, id: string, waitSeconds: number, signal?: AbortSignal): Promise<JobView> {
     if (waitSeconds > 0) {
       const waiter = this.bus.waiter(id, (u) => TERMINAL.has(u.status as JobStatus));
       waiter.recheckUnlessSubscribed(); // an end between this read and the subscription is read again
@@ -183,7 +183,7 @@ export class JobsService {
         waiter.cancel();
         return now;
       }
-      const ended = await this.awaitEnd(tenantId, id, waiter, waitSeconds * 1000);
+      const ended = await this.awaitEnd(tenantId, id, waiter, waitSeconds * 1000, signal);
       if (ended) return ended;
     }
     // The earlier request may still be waiting for this job, inserted unflushed: flush before telling.
@@ -195,20 +195,25 @@ export class JobsService {
    * The job's terminal view once its end is announced, or null after `ms`. Announcements come over
    * Redis pub/sub, which drops what is published while this process reconnects: every few seconds
    * without one the job is read again, so a lost announcement costs seconds, not the whole wait.
+   * A client that goes away (`signal`) ends the wait at once: its held-wait slot, subscription and
+   * re-reads are not kept for nobody until the wait runs out.
    */
-  private async awaitEnd(tenantId: string, id: string, waiter: ReturnType<JobUpdateBus['waiter']>, ms: number): Promise<JobView | null> {
+  private async awaitEnd(tenantId: string, id: string, waiter: Waiter, ms: number, signal?: AbortSignal): Promise<JobView | null> {
     const deadline = Date.now() + ms;
+    const gone = () => waiter.interrupt();
+    signal?.addEventListener('abort', gone, { once: true });
     try {
       for (;;) {
         const left = deadline - Date.now();
-        if (left <= 0) return null;
+        if (left <= 0 || signal?.aborted) return null;
         const u = await waiter.next(Math.min(left, UPDATES_RECHECK_MS));
         if (u) return u.row ? toView(u.row) : this.read(tenantId, id);
-        if (Date.now() >= deadline) return null;
+        if (Date.now() >= deadline || signal?.aborted) return null;
         const now = await this.read(tenantId, id);
         if (TERMINAL.has(now.status)) return now;
       }
     } finally {
+      signal?.removeEventListener('abort', gone);
       waiter.cancel();
     }
   }
@@ -222,7 +227,7 @@ export class JobsService {
     const p = requireScope(caller.principal, 'READ');
     return this.db.tenant(p.tenantId, (m) =>
       paginate<JobView>(args, async (after, limit) => {
-        const where = keysetWhere(after, 2, 'j');
+        const where = keysetWhere(after, 2, 'jobs', 'j');
         const rows = await m.query(
           `${SELECT_VIEW} WHERE j.tenant_id = $1 AND j.kind = 'PREDICTION' AND ${where.sql} ORDER BY j.created_at DESC, j.id DESC LIMIT ${limit}`,
           [p.tenantId, ...where.params],

@@ -80,7 +80,7 @@ export class WebhookDeliveriesService {
     if (args.jobId != null && !isUuid(args.jobId)) throw notFound('Job');
     return this.db.tenant(p.tenantId, (m) =>
       paginate<WebhookDeliveryView>(args, async (after, limit) => {
-        const where = keysetWhere(after, 3);
+        const where = keysetWhere(after, 3, 'webhook_deliveries');
         const rows: Array<Record<string, any>> = await m.query(
           `SELECT id, job_id, webhook_id, event_type, url, attempt, status_code, error, delivered, created_at
              FROM webhook_deliveries

@@ -17,6 +17,8 @@ import { ApiKey, AuditEvent, Membership, SCOPES, Tenant, User, type Role, type S
 export interface Caller {
   principal: Principal | null;
   requestId?: string;
+  /** Aborted when the client goes away (its HTTP request closed, its subscription completed). */
+  signal?: AbortSignal;
 }
 
 const signUpSchema = z.strictObject({
@@ -199,7 +201,7 @@ export class TenancyService {
     const p = requireScope(caller.principal, 'ADMIN');
     return this.db.tenant(p.tenantId, (m) =>
       paginate(args, async (after, limit) => {
-        const where = keysetWhere(after, 2);
+        const where = keysetWhere(after, 2, 'api_keys');
         const rows: Record<string, unknown>[] = await m.query(
           `SELECT id FROM api_keys WHERE tenant_id = $1 AND ${where.sql} ORDER BY created_at DESC, id DESC LIMIT ${limit}`,
           [p.tenantId, ...where.params],

@@ -256,7 +256,7 @@ export class DatasetsService {
     const p = requireScope(caller.principal, 'READ');
     return this.db.tenant(p.tenantId, (m) =>
       paginate(args, async (after, limit) => {
-        const where = keysetWhere(after, 2);
+        const where = keysetWhere(after, 2, 'datasets');
         const rows = await m.query(
           `SELECT id, name, format, created_at FROM datasets WHERE tenant_id = $1 AND ${where.sql} ORDER BY created_at DESC, id DESC LIMIT ${limit}`,
           [p.tenantId, ...where.params],

@@ -62,7 +62,7 @@ export class ModelsService {
     const p = requireScope(caller.principal, 'READ');
     return this.db.tenant(p.tenantId, (m) =>
       paginate(args, async (after, limit) => {
-        const where = keysetWhere(after, 2);
+        const where = keysetWhere(after, 2, 'models');
         const rows = await m.query(
           `SELECT id, name, task, created_at FROM models WHERE tenant_id = $1 AND ${where.sql} ORDER BY created_at DESC, id DESC LIMIT ${limit}`,
           [p.tenantId, ...where.params],
@@ -154,7 +154,7 @@ export class ModelsService {
     const p = requireScope(caller.principal, 'READ');
     return this.db.tenant(p.tenantId, (m) =>
       paginate(args, async (after, limit) => {
-        const where = keysetWhere(after, 2);
+        const where = keysetWhere(after, 2, 'deployments');
         const rows = await m.query(
           `SELECT * FROM deployments WHERE tenant_id = $1 AND ${where.sql} ORDER BY created_at DESC, id DESC LIMIT ${limit}`, [p.tenantId, ...where.params],
         );

@@ -1,3 +1,4 @@
+import { MAX_PAGE } from '../pagination';
 import { ArgsType, Field, Int, ObjectType, type ClassType } from 'type-graphql';
 
 @ObjectType()
@@ -23,7 +24,9 @@ export function ConnectionType<T extends object>(Node: ClassType<T>, name: strin
 
 /** Complexity of a paginated field: its selection's cost once per requested item. */
 export const connectionComplexity = ({ args, childComplexity }: { args: { first?: number | null }; childComplexity: number }) =>
-  1 + (args.first ?? 20) * childComplexity;
+  // Clamped to the page sizes a list answers (1..MAX_PAGE): a negative `first` made a negative cost
+  // that let other fields of the query past the limit before the list refused it.
+  1 + Math.min(Math.max(args.first ?? 20, 1), MAX_PAGE) * childComplexity;
 
 @ArgsType()
 export class PageArgsType {

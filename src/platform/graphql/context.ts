@@ -11,6 +11,6 @@ export interface GqlContext {
   cost?: { requested: number; limit: number };
   /** scheme://host the request came to (for URLs the API hands out, e.g. signed upload URLs). */
   origin?: string;
-  /** A subscription's: aborted when the client completes it or disconnects, so its stream ends at once. */
+  /** Aborted when the client goes away: an HTTP request closed before its answer, a subscription completed or disconnected. */
   signal?: AbortSignal;
 }
