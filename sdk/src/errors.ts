@@ -54,7 +54,14 @@ export class QueryTooCostlyError extends NimbusError {}
 export class QuotaExceededError extends NimbusError {}
 export class SpendLimitReachedError extends NimbusError {}
 export class PaymentRequiredError extends NimbusError {}
-export class ServiceUnavailableError extends NimbusError {}
+export class ServiceUnavailableError extends NimbusError {
+  /** Seconds the server (or a proxy in front of it) asked to wait, from Retry-After. */
+  readonly retryAfterSeconds: number | undefined;
+  constructor(message: string, opts: NimbusErrorOptions & { retryAfterSeconds?: number }) {
+    super(message, opts);
+    this.retryAfterSeconds = opts.retryAfterSeconds;
+  }
+}
 export class InternalError extends NimbusError {}
 
 export class RateLimitedError extends NimbusError {
@@ -119,6 +126,7 @@ export function errorFromGraphQL(
     const retryAfterSeconds = Number.isFinite(ext) ? ext : meta.retryAfterHeader;
     return new RateLimitedError(first.message, { ...opts, retryAfterSeconds });
   }
+  if (code === 'SERVICE_UNAVAILABLE') return new ServiceUnavailableError(first.message, { ...opts, retryAfterSeconds: meta.retryAfterHeader });
   const Class = (ERROR_CLASSES as Record<string, typeof NimbusError>)[code] ?? NimbusError;
   return new Class(first.message, opts);
 }

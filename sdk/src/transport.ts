@@ -106,7 +106,7 @@ export class Transport {
       throw new RateLimitedError(`HTTP 429 from ${this.opts.url}`, { ...meta, code: 'RATE_LIMITED', retryAfterSeconds: retryAfterHeader });
     }
     if (res.status === 502 || res.status === 503 || res.status === 504) {
-      throw new ServiceUnavailableError(`HTTP ${res.status} from ${this.opts.url}${snippet ? `: ${snippet}` : ''}`, { ...meta, code: 'SERVICE_UNAVAILABLE' });
+      throw new ServiceUnavailableError(`HTTP ${res.status} from ${this.opts.url}${snippet ? `: ${snippet}` : ''}`, { ...meta, code: 'SERVICE_UNAVAILABLE', retryAfterSeconds: retryAfterHeader });
     }
     if (res.status >= 500) throw new InternalError(`HTTP ${res.status} from ${this.opts.url}${snippet ? `: ${snippet}` : ''}`, { ...meta, code: 'INTERNAL' });
     throw new NimbusError(`Unexpected response (HTTP ${res.status}) from ${this.opts.url}${snippet ? `: ${snippet}` : ''}`, { ...meta, code: 'BAD_RESPONSE' });
@@ -116,10 +116,12 @@ export class Transport {
 /**
  * Delay before retry `attempt` (0-based): exponential from 500 ms, capped at 8 s, with "equal
  * jitter" (half fixed, half random) so clients that failed together do not retry together. A
- * RATE_LIMITED answer says when to come back: retryAfterSeconds, plus up to 250 ms of jitter.
+ * RATE_LIMITED or SERVICE_UNAVAILABLE answer with a Retry-After says when to come back: that,
+ * plus up to 250 ms of jitter.
  */
 export function retryDelayMs(err: NimbusError, attempt: number, random = Math.random): number {
-  if (err instanceof RateLimitedError && err.retryAfterSeconds !== undefined) {
+  // Retry-After (RATE_LIMITED, or a 503 from a proxy in maintenance) says when to come back.
+  if ((err instanceof RateLimitedError || err instanceof ServiceUnavailableError) && err.retryAfterSeconds !== undefined) {
     return err.retryAfterSeconds * 1000 + random() * 250;
   }
   const base = Math.min(8000, 500 * 2 ** attempt);

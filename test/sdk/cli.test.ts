@@ -72,6 +72,10 @@ describe('nimbus CLI', () => {
     const unknown = await nimbus(['frobnicate']);
     expect(unknown).toMatchObject({ code: 2, stderr: expect.stringMatching(/Unknown command "frobnicate"/) });
     expect((await nimbus(['services', '--bogus'])).code).toBe(2);
+    // An option before the command runs nothing: a usage error, not a silent success.
+    for (const argv of [['--json', 'whoami'], ['--bogus']]) {
+      expect(await nimbus(argv)).toMatchObject({ code: 2, stdout: '', stderr: expect.stringMatching(/the command comes first/) });
+    }
     expect((await nimbus(['predict', 'system.echo'])).stderr).toMatch(/Give --input, --text or --image/);
     const badJson = await nimbus(['predict', 'system.echo', '--input', '{oops', '--json']);
     expect(badJson.code).toBe(2);

@@ -93,6 +93,20 @@ describe('errors', () => {
     expect(retryDelayMs(net, 10, () => 1)).toBe(8000);
     const limited = new RateLimitedError('x', { code: 'RATE_LIMITED', retryAfterSeconds: 2 });
     expect(retryDelayMs(limited, 0, () => 0)).toBe(2000);
+    const maintenance = new ServiceUnavailableError('x', { code: 'SERVICE_UNAVAILABLE', retryAfterSeconds: 3 });
+    expect(retryDelayMs(maintenance, 0, () => 0)).toBe(3000);
+  });
+
+  it('waits the Retry-After a 503 asks for before retrying (a proxy in maintenance)', async () => {
+    const { fetch, calls } = scriptedFetch([
+      new Response('maintenance', { status: 503, headers: { 'retry-after': '1' } }),
+      json({ data: { services: [] } }),
+    ]);
+    const nimbus = new Nimbus({ apiKey: 'k', baseUrl: 'http://api.test', fetch, maxRetries: 2 });
+    const t0 = Date.now();
+    await expect(nimbus.services.list()).resolves.toEqual([]);
+    expect(calls).toHaveLength(2);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1000);
   });
 });
 

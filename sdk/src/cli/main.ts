@@ -108,8 +108,11 @@ export async function run(argv: string[], io: CliIO): Promise<number> {
     return EXIT.OK;
   }
   if (!name || name === 'help') {
-    (name || argv.some((a) => a === '-h' || a === '--help') ? io.stdout : io.stderr).write(HELP);
-    return name || argv.length ? EXIT.OK : EXIT.USAGE;
+    const asked = name === 'help' || argv.some((a) => a === '-h' || a === '--help');
+    // `nimbus --json whoami`: options go after the command; doing nothing must not look like success.
+    if (!asked && argv.length) io.stderr.write(`error: the command comes first: nimbus <command> [options] (got ${argv[0]})\n`);
+    (asked ? io.stdout : io.stderr).write(HELP);
+    return asked ? EXIT.OK : EXIT.USAGE;
   }
   const command = COMMANDS[name];
   const json = argv.includes('--json');
