@@ -96,26 +96,35 @@ export class SpendMonitor {
     }
   }
 
+  /**
+   * Once per tenant, period and threshold: the notification row, its audit event and (with a
+   * webhook URL) the queued webhook commit together: the webhook is queued inside the transaction,
+   * so a failed enqueue (Redis down, a crash) rolls the row back and the next check tries again,
+   * instead of the row saying "told" with nothing sent. A commit that fails after the enqueue sends
+   * it once all the same: the next check queues it again under the same stable id, which BullMQ
+   * keeps once.
+   */
   private async notify(tenantId: string, period: string, threshold: number, spendLimitCents: number, periodCostCents: number): Promise<void> {
-    const webhookUrl = await this.cx.db.transaction(async (m) => {
+    const notified = await this.cx.db.transaction(async (m) => {
       const inserted = await m.query(
         `INSERT INTO billing_notifications (tenant_id, period, threshold) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING threshold`,
         [tenantId, period, threshold],
       );
-      if (inserted.length === 0) return undefined;
-      this.metrics?.spendNotifications.inc({ threshold: String(threshold) });
+      if (inserted.length === 0) return false;
       await m.query(
         `INSERT INTO audit_events (tenant_id, actor_type, actor_id, action, object_type, object_id, data)
          VALUES ($1::uuid, 'SYSTEM', NULL, 'billing.spend_threshold', 'Tenant', $1::text, $2::jsonb)`,
         [tenantId, JSON.stringify({ period, thresholdPercent: threshold, spendLimitCents, periodCostCents })],
       );
       const [t]: Array<{ webhook_url: string | null }> = await m.query('SELECT webhook_url FROM tenants WHERE id = $1', [tenantId]);
-      return t?.webhook_url ?? null;
+      if (t?.webhook_url) {
+        const webhookId = `msg_spend_${tenantId}_${period}_${threshold}`;
+        await this.queue!.add('spend_threshold', { tenantId, period, threshold, spendLimitCents, periodCostCents, webhookId },
+          webhookJobOptions(webhookId, this.cx.settings.webhookMaxAttempts));
+      }
+      return true;
     });
-    if (!webhookUrl) return;
-    const webhookId = `msg_spend_${tenantId}_${period}_${threshold}`;
-    await this.queue!.add('spend_threshold', { tenantId, period, threshold, spendLimitCents, periodCostCents, webhookId },
-      webhookJobOptions(webhookId, this.cx.settings.webhookMaxAttempts));
+    if (notified) this.metrics?.spendNotifications.inc({ threshold: String(threshold) });
   }
 
   private async deliver(job: BullJob<NotificationTask>): Promise<void> {

@@ -14,6 +14,8 @@ const MAX_FAILED_INPUT_DELETES = 100_000;
 const WEBHOOK_SWEEP_BATCH = 500;
 /** One sweep covers at most this much end time (after a start, the look-back is swept a window per tick). */
 const WEBHOOK_SWEEP_WINDOW_MS = 5 * 60_000;
+/** Jobs whose data the retention sweep expires, or clears, per tick (as for webhook deliveries). */
+const RETENTION_BATCH = 5000;
 
 
 /**
@@ -97,11 +99,18 @@ export class Reconciler {
    * until a bucket lifecycle rule on `inputs/` expires it).
    */
   private async expireData(): Promise<void> {
-    // Jobs ended without the recorder (cancel, deadline, lost nodes, training) get their expiry here.
+    // Jobs ended without the recorder (cancel, deadline, lost nodes, training) get their expiry here,
+    // a batch per tick. Not the trials of a training job still running: the orchestrator keeps their
+    // outputs (it picks the best trial and deletes the others' model files from them at the end).
     await this.cx.db.query(
       `UPDATE jobs SET data_expires_at = COALESCE(completed_at, now()) + make_interval(secs => $1)
-        WHERE data_expires_at IS NULL AND status IN ('SUCCEEDED','FAILED','CANCELED') AND (input IS NOT NULL OR output IS NOT NULL)`,
-      [this.cx.settings.dataRetentionSeconds],
+        WHERE id IN (
+          SELECT j.id FROM jobs j
+           WHERE j.data_expires_at IS NULL AND j.status IN ('SUCCEEDED','FAILED','CANCELED') AND (j.input IS NOT NULL OR j.output IS NOT NULL)
+             AND NOT (j.kind = 'TRIAL' AND EXISTS (
+               SELECT 1 FROM jobs p WHERE p.id = j.parent_id AND p.status NOT IN ('SUCCEEDED','FAILED','CANCELED')))
+           LIMIT $2)`,
+      [this.cx.settings.dataRetentionSeconds, RETENTION_BATCH],
     );
     // Webhook delivery attempts older than their retention, a batch per tick.
     await this.cx.db.query(
@@ -109,11 +118,14 @@ export class Reconciler {
          SELECT id FROM webhook_deliveries WHERE created_at < now() - make_interval(secs => $1) ORDER BY created_at LIMIT 5000)`,
       [this.cx.settings.webhookDeliveryRetentionSeconds],
     );
+    // A batch per tick, oldest first: after an outage the backlog drains over a few ticks instead of
+    // one statement rewriting (and locking) every expired row while the reconciler waits on it.
     const [rows] = (await this.cx.db.query(
       `UPDATE jobs j SET input = NULL, output = NULL, data_expires_at = NULL
          FROM jobs o
-        WHERE o.id = j.id AND j.data_expires_at < now()
+        WHERE o.id = j.id AND j.id IN (SELECT id FROM jobs WHERE data_expires_at < now() ORDER BY data_expires_at LIMIT $1)
        RETURNING o.input #>> '{image,ref}' AS ref`,
+      [RETENTION_BATCH],
     )) as [Array<{ ref: string | null }>, number];
     if (!this.store) return;
     for (const r of rows) if (r.ref) this.expiredInputs.add(r.ref);

@@ -90,9 +90,14 @@ export class WebhookSender {
     const backlog = outstanding.has(webhookId) ? outstanding.size - 1 : outstanding.size;
     if (outstanding.size < TRACKED_PER_TENANT) outstanding.add(webhookId);
     const priority = backlog < FAIR_BACKLOG ? undefined : outstanding.size >= TRACKED_PER_TENANT ? LOWEST_PRIORITY : backlog;
-    await this.queue!.add(t.type, { ...t, webhookId }, {
+    const job = await this.queue!.add(t.type, { ...t, webhookId }, {
       ...webhookJobOptions(webhookId, this.cx.settings.webhookMaxAttempts), ...(priority ? { priority } : {}),
     });
+    // An id BullMQ still holds as delivered (or given up) adds nothing and will never complete
+    // again (a replayed end, the sweep racing a delivery): it is not outstanding.
+    if (!outstanding.has(webhookId)) return;
+    const state = await job.getState().catch(() => 'unknown');
+    if (state === 'completed' || state === 'failed') this.settled(job);
   }
 
   /** Events not yet delivered nor given up, per tenant (by webhook-id): what `enqueue` weighs a tenant's new events by. */
