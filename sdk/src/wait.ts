@@ -1,4 +1,4 @@
-import { NetworkError, WaitTimeoutError, errorFromGraphQL, type GraphQLErrorPayload } from './errors';
+import { NetworkError, NimbusError, WaitTimeoutError, errorFromGraphQL, type GraphQLErrorPayload } from './errors';
 import { sleep, type TypedDocument } from './transport';
 import type { SubscriptionConnection } from './websocket';
 
@@ -68,9 +68,17 @@ export async function waitForJob<J extends { id: string; status: string }>(
     }
     let delay = opts.pollIntervalMs ?? 500;
     for (;;) {
-      const job = await adapter.get(id, controller.signal);
-      emit(job);
-      if (isTerminal(job.status)) return job;
+      // A read that fails for a while (the API restarting, a network blip, a 503: past the
+      // transport's own retries) does not end an hours-long wait: polling goes on, backing off,
+      // until the job ends, the wait times out or it is aborted. Other errors end it.
+      const job = await adapter.get(id, controller.signal).catch((err: unknown) => {
+        if (err instanceof NimbusError && TRANSIENT.has(err.code) && !controller.signal.aborted) return null;
+        throw err;
+      });
+      if (job) {
+        emit(job);
+        if (isTerminal(job.status)) return job;
+      }
       await sleep(delay, controller.signal);
       delay = Math.min(opts.maxPollIntervalMs ?? 5000, delay * 1.5);
     }
@@ -135,6 +143,9 @@ async function subscribe<J extends { id: string; status: string }>(
     else signal.addEventListener('abort', onAbort, { once: true });
   });
 }
+
+/** What polling waits out rather than ends on. */
+const TRANSIENT = new Set(['NETWORK_ERROR', 'SERVICE_UNAVAILABLE', 'RATE_LIMITED']);
 
 /** An error with a contract code ends the wait, except RATE_LIMITED, which polling (rate limited on its own, with backoff) gets past. */
 const isFinal = (errors: GraphQLErrorPayload[]) => {

@@ -269,6 +269,27 @@ describe('waitForJob over a subscription', () => {
     expect(job).toEqual({ id: 'p1', status: 'SUCCEEDED' });
   });
 
+  it('polling waits out reads that fail for a while (network, 503, rate limit) and still rejects on other errors', async () => {
+    const flaky = (failures: Error[], then: string[]) => {
+      let i = 0;
+      return {
+        name: 'prediction', cancel: async () => undefined,
+        get: async (id: string) => {
+          const f = failures.shift();
+          if (f) throw f;
+          return { id, status: then[Math.min(i++, then.length - 1)] };
+        },
+        subscription: { document: 'subscription { x }' as unknown as TypedDocument<unknown, { id: string }>, pick: (d: unknown) => d as { id: string; status: string } },
+      };
+    };
+    const noSocket = undefined as unknown as SubscriptionConnection; // polling only
+    const blips = [new NetworkError('fetch failed'), new ServiceUnavailableError('HTTP 503', { code: 'SERVICE_UNAVAILABLE' }), new NetworkError('reset')];
+    const job = await waitForJob(flaky(blips, ['RUNNING', 'SUCCEEDED']), noSocket, 'p1', { transport: 'polling', pollIntervalMs: 5 });
+    expect(job).toEqual({ id: 'p1', status: 'SUCCEEDED' });
+    const gone = flaky([new NotFoundError('Prediction not found', { code: 'NOT_FOUND' })], ['RUNNING']);
+    await expect(waitForJob(gone, noSocket, 'p1', { transport: 'polling', pollIntervalMs: 5 })).rejects.toBeInstanceOf(NotFoundError);
+  });
+
   it('rejects with the typed error for other contract codes (NOT_FOUND)', async () => {
     const missing = [{ message: 'Prediction not found', extensions: { code: 'NOT_FOUND' } }];
     await expect(waitForJob(adapter(['SUCCEEDED']), refusing(missing), 'p1', { pollIntervalMs: 5 })).rejects.toBeInstanceOf(NotFoundError);
