@@ -171,4 +171,30 @@ describe('meter reports and billing periods', () => {
     expect(mine.map((x) => ({ meter: x.meter, stripe: x.stripeMs, ledger: x.ledgerMs })))
       .toEqual([{ meter: 'nimbus_prediction_cpu_ms', stripe: 77_000n, ledger: 77_000n }]);
   });
+
+  it('tenants whose Stripe account keeps failing do not hide newer tenants from the account retry', async () => {
+    // 100 older tenants without a subscription whose customer creation keeps failing, then a newer one.
+    const { rows: old } = await owner.query(
+      `INSERT INTO tenants (name, slug, webhook_secret, created_at)
+       SELECT 'stuck-' || g || '-' || $1, 'stuck-' || g || '-' || $1, 'x', now() - interval '1 day' + g * interval '1 second'
+         FROM generate_series(1, 100) g RETURNING id`, [randomBytes(4).toString('hex')]);
+    const fresh = await tenant(0, false);
+    const stuck = new Set(old.map((r: { id: string }) => r.id));
+    const ensured: string[] = [];
+    const flakyAccounts = {
+      ensure: async (id: string) => {
+        if (stuck.has(id)) throw new Error('Stripe refuses this customer');
+        ensured.push(id);
+        return { customerId: 'cus_x', subscriptionId: 'sub_x' };
+      },
+    } as unknown as StripeAccounts;
+    const r = new MeterReporter({ db, stripe: fake.client(), catalog, accounts: flakyAccounts, log },
+      { windowSeconds: 60, timeoutMs: 2000, baseBackoffMs: 50, maxBackoffMs: 200, eventsPerSecond: 200 });
+    try {
+      for (let i = 0; i < 3 && !ensured.includes(fresh.id); i++) await (r as unknown as { ensureAccounts(): Promise<void> }).ensureAccounts();
+      expect(ensured).toContain(fresh.id);
+    } finally {
+      await owner.query('DELETE FROM tenants WHERE id = ANY($1::uuid[])', [[...stuck]]);
+    }
+  });
 });

@@ -159,11 +159,15 @@ export class MeterReporter {
 
   /** Tenants created while Stripe was unreachable (or before billing existed) get their customer and subscription now. */
   private async ensureAccounts(): Promise<void> {
+    // Tenants waiting out a retry are left out of the query, not skipped after it: 100 that keep
+    // failing would otherwise hide every newer tenant from it.
+    const waiting = [...this.accountRetryAt].filter(([, at]) => at > Date.now()).map(([id]) => id);
     const rows: Array<{ id: string }> = await this.deps.db.query(
-      'SELECT id FROM tenants WHERE stripe_subscription_id IS NULL ORDER BY created_at LIMIT 100',
+      'SELECT id FROM tenants WHERE stripe_subscription_id IS NULL AND NOT (id = ANY($1::uuid[])) ORDER BY created_at LIMIT 100',
+      [waiting],
     );
     for (const { id } of rows) {
-      if ((this.accountRetryAt.get(id) ?? 0) > Date.now() || this.killed) continue;
+      if (this.killed) continue;
       try {
         await this.deps.accounts.ensure(id);
         this.accountRetryAt.delete(id);
