@@ -11,7 +11,7 @@ import { bar, barChart, money, progressBar, table } from '../../sdk/src/cli/form
 import { exitCodeFor, leaderboard } from '../../sdk/src/cli/main';
 import { inferDatasetFormat } from '../../sdk/src/upload';
 import { waitForJob } from '../../sdk/src/wait';
-import type { SubscriptionConnection } from '../../sdk/src/websocket';
+import { SubscriptionConnection } from '../../sdk/src/websocket';
 import type { TypedDocument } from '../../sdk/src/transport';
 
 /** Signs like the Standard Webhooks reference (independently of both the server and the SDK). */
@@ -288,6 +288,27 @@ describe('waitForJob over a subscription', () => {
     expect(job).toEqual({ id: 'p1', status: 'SUCCEEDED' });
     const gone = flaky([new NotFoundError('Prediction not found', { code: 'NOT_FOUND' })], ['RUNNING']);
     await expect(waitForJob(gone, noSocket, 'p1', { transport: 'polling', pollIntervalMs: 5 })).rejects.toBeInstanceOf(NotFoundError);
+  });
+
+  it('falls back to polling when the WebSocket goes half-open (no pong): the wait does not hang', async () => {
+    const { WebSocketServer, WebSocket } = await import('ws');
+    // Acknowledges the connection, then answers nothing: no pong, no data, no error, as a socket a
+    // NAT dropped silently.
+    const wss = new WebSocketServer({ port: 0, host: '127.0.0.1', handleProtocols: (p: Set<string>) => [...p][0] ?? false });
+    wss.on('connection', (sock) => sock.on('message', (m) => {
+      if (JSON.parse(String(m)).type === 'connection_init') sock.send(JSON.stringify({ type: 'connection_ack' }));
+    }));
+    await new Promise((r) => wss.once('listening', r));
+    const port = (wss.address() as { port: number }).port;
+    const ws = new SubscriptionConnection({ url: `ws://127.0.0.1:${port}/graphql`, token: 't', webSocketImpl: WebSocket, keepAliveMs: 100, pongTimeoutMs: 200 });
+    try {
+      const job = await waitForJob(adapter(['RUNNING', 'SUCCEEDED']), ws, 'p1', { pollIntervalMs: 5, timeoutMs: 10_000 });
+      expect(job).toEqual({ id: 'p1', status: 'SUCCEEDED' });
+    } finally {
+      await ws.close();
+      for (const c of wss.clients) c.terminate();
+      await new Promise((r) => wss.close(r));
+    }
   });
 
   it('rejects with the typed error for other contract codes (NOT_FOUND)', async () => {
