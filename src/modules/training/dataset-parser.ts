@@ -260,6 +260,32 @@ export function parseDateTime(text: string): number {
   return Date.parse(naive ? `${naive[1]}T${naive[2]}Z` : t);
 }
 
+/**
+ * An IMPUTE constant as a value of its column's type, as the table holds it (booleans true/false from
+ * booleans, "true"/"false" in any case or 1/0; datetimes as epoch ms from a date string; numbers as
+ * finite numbers; anything else as a string), or null where it is none. The API refuses a constant
+ * this gives null for (training.service.ts); an older job's falls back to the column's default fill.
+ */
+export function imputeConstant(value: unknown, type: ColumnType): number | string | boolean | null {
+  if (value === null || value === undefined) return null;
+  switch (type) {
+    case 'boolean':
+      if (typeof value === 'boolean') return value;
+      if (value === 0 || value === 1) return value === 1;
+      if (typeof value === 'string' && /^(true|false)$/i.test(value.trim())) return value.trim().toLowerCase() === 'true';
+      return null;
+    case 'number':
+    case 'integer':
+      return typeof value === 'number' && Number.isFinite(value) ? value : null;
+    case 'datetime': {
+      const ms = typeof value === 'string' ? parseDateTime(value) : NaN;
+      return Number.isFinite(ms) ? ms : null;
+    }
+    default:
+      return String(value);
+  }
+}
+
 /** A raw value as its column's type: numbers (datetimes as epoch ms, booleans as 0/1 stay booleans), strings, or null. */
 export function coerce(v: RawValue | undefined, type: ColumnType): number | string | boolean | null {
   if (v === null || v === undefined) return null;

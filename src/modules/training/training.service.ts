@@ -14,6 +14,7 @@ import { requireScope } from '../tenancy/principal';
 import type { Caller } from '../tenancy/tenancy.service';
 import type { ArtifactStore } from './artifact-store';
 import type { DatasetsService, DatasetVersionView } from './datasets.service';
+import { imputeConstant } from './dataset-parser';
 import {
   ALGORITHMS, TASKS, TASK_METRICS, algorithmsFor, checkHyperparameters, defaultMetric, transformSchema, type ColumnProfile, type ColumnType,
   type Hyperparameters, type Task, type TransformSpec,
@@ -309,22 +310,18 @@ function transformProblem(t: TransformSpec, type: ColumnType): string | null {
 }
 
 /**
- * Whether an IMPUTE constant is a value of its column's type, as the runtime encodes it: numbers for
- * number/integer columns, true/false (booleans, the strings in any case, or 1/0) for boolean ones, a
- * date string for datetime ones; category and text columns take any constant as a string.
+ * Whether an IMPUTE constant is a value of its column's type, by the rule the runtime fills with
+ * (imputeConstant): numbers for number/integer columns, true/false (booleans, the strings in any
+ * case, or 1/0) for boolean ones, a date string for datetime ones; category and text columns take
+ * any constant as a string.
  */
 function constantProblem(value: unknown, type: ColumnType): string | null {
+  if (!NUMERIC.has(type) && type !== 'boolean' && type !== 'datetime') return null;
+  if (imputeConstant(value, type) !== null) return null;
   const shown = JSON.stringify(value);
-  if (NUMERIC.has(type)) return typeof value === 'number' && Number.isFinite(value) ? null : `a numeric column needs a numeric constant, not ${shown}`;
-  if (type === 'boolean') {
-    const ok = typeof value === 'boolean' || value === 0 || value === 1 || (typeof value === 'string' && /^(true|false)$/i.test(value.trim()));
-    return ok ? null : `a boolean column needs true or false (or 1/0) as its constant, not ${shown}`;
-  }
-  if (type === 'datetime') {
-    const ok = typeof value === 'string' && Number.isFinite(Date.parse(value.trim()));
-    return ok ? null : `a datetime column needs a date string (such as 2024-01-31) as its constant, not ${shown}`;
-  }
-  return null;
+  if (NUMERIC.has(type)) return `a numeric column needs a numeric constant, not ${shown}`;
+  if (type === 'boolean') return `a boolean column needs true or false (or 1/0) as its constant, not ${shown}`;
+  return `a datetime column needs a date string (such as 2024-01-31) as its constant, not ${shown}`;
 }
 
 /** GraphQL passes explicit nulls for absent optional fields: treat them as absent (nested too). */

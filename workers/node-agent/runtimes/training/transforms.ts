@@ -4,7 +4,7 @@
  * (mean, median, mode, constant), one-hot, standardisation, date parts and text TF-IDF.
  */
 import type { ColumnType, FeatureSpec, TransformSpec } from '../../../../src/modules/training/training.contract';
-import { parseDateTime } from '../../../../src/modules/training/dataset-parser';
+import { imputeConstant } from '../../../../src/modules/training/dataset-parser';
 
 export type Value = number | string | boolean | null;
 /** Column name → values (already coerced to the column's type; datetimes as epoch ms). */
@@ -93,32 +93,6 @@ export function tokenize(text: string, ngram: number): string[] {
   const out = [...words];
   for (let i = 0; i + 1 < words.length; i++) out.push(`${words[i]} ${words[i + 1]}`);
   return out;
-}
-
-/**
- * An IMPUTE constant as a value of its column's type, as the table holds it (booleans true/false from
- * booleans, "true"/"false" in any case or 1/0; datetimes as epoch ms from a date string; numbers as
- * finite numbers; anything else as a string), or null where it is none (the API refuses those; an
- * older job's falls back to the column's default fill).
- */
-export function imputeConstant(value: unknown, type: ColumnType): Value {
-  if (value === null || value === undefined) return null;
-  switch (type) {
-    case 'boolean':
-      if (typeof value === 'boolean') return value;
-      if (value === 0 || value === 1) return value === 1;
-      if (typeof value === 'string' && /^(true|false)$/i.test(value.trim())) return value.trim().toLowerCase() === 'true';
-      return null;
-    case 'number':
-    case 'integer':
-      return typeof value === 'number' && Number.isFinite(value) ? value : null;
-    case 'datetime': {
-      const ms = typeof value === 'string' ? parseDateTime(value) : NaN;
-      return Number.isFinite(ms) ? ms : null;
-    }
-    default:
-      return String(value);
-  }
 }
 
 function numericFill(values: number[], spec: TransformSpec | undefined, type: ColumnType, fallback: 'MEAN' | 'MODE'): number {
