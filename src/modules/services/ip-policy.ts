@@ -131,3 +131,6 @@ export function pinnedLookup(addresses: Array<{ address: string; family: number 
     else callback(null, first.address, first.family);
   }) as unknown as LookupFunction;
 }
+
+/** A URL's hostname as an address or name to resolve: an IPv6 literal comes bracketed (`[::1]`). */
+export const bareHost = (hostname: string): string => hostname.replace(/^\[|\]$/g, '');

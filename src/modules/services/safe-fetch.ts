@@ -2,7 +2,7 @@ import { lookup as dnsLookup } from 'node:dns/promises';
 import { request } from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import { isIP } from 'node:net';
-import { classifyAddress, pinnedLookup } from './ip-policy';
+import { bareHost, classifyAddress, pinnedLookup } from './ip-policy';
 
 export interface ResolvedAddress {
   address: string;
@@ -38,7 +38,7 @@ const defaultResolve = async (host: string): Promise<ResolvedAddress[]> =>
 
 /** Resolves the host and refuses it unless every address is public. */
 async function vetHost(host: string, opts: SafeFetchOptions): Promise<ResolvedAddress[]> {
-  const bare = host.replace(/^\[|\]$/g, '');
+  const bare = bareHost(host);
   const literal = isIP(bare);
   let addresses: ResolvedAddress[];
   if (literal) addresses = [{ address: bare, family: literal }];

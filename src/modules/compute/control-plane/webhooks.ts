@@ -4,7 +4,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type { LookupAddress } from 'node:dns';
 import { Queue, Worker, type Job as BullJob } from 'bullmq';
-import { isPublicAddress, pinnedLookup } from '../../services/ip-policy';
+import { bareHost, isPublicAddress, pinnedLookup } from '../../services/ip-policy';
 import { WEBHOOK_QUEUE, bullPrefix, terminalWebhookId, webhookJobOptions, type WebhookTask } from '../../../platform/queue/messages';
 import { SIGNING_SECRET_COLUMNS, signatureHeader, type SigningSecrets } from '../webhook-signing';
 import type { ControlPlaneContext } from './context';
@@ -172,7 +172,7 @@ export function postSigned(
 export async function post(rawUrl: string, headers: Record<string, string>, body: string, allowPrivate: boolean, timeoutMs = TIMEOUT_MS): Promise<number> {
   const url = new URL(rawUrl);
   const deadline = Date.now() + timeoutMs;
-  const host = url.hostname.replace(/^\[|\]$/g, ''); // an IPv6 literal comes bracketed
+  const host = bareHost(url.hostname);
   // The deadline covers the lookup too: a resolver that never answers must not hold a delivery slot.
   let dnsTimer: NodeJS.Timeout | undefined;
   const addresses: LookupAddress[] = await Promise.race([
