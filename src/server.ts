@@ -12,7 +12,7 @@ import { WebSocketServer } from 'ws';
 import depthLimit from 'graphql-depth-limit';
 import { GraphQLError, type GraphQLSchema } from 'graphql';
 import type { App } from './app';
-import { AppError, ErrorCode, isBackendUnavailable, serviceUnavailable, unauthenticated } from './platform/errors';
+import { AppError, ErrorCode, httpStatusOf, isBackendUnavailable, serviceUnavailable, unauthenticated } from './platform/errors';
 import type { GqlContext } from './platform/graphql/context';
 import { costPlugin } from './platform/graphql/cost';
 import { MAX_BODY_BYTES, MAX_DOCUMENT_TOKENS } from './platform/graphql/limits';
@@ -191,7 +191,8 @@ async function toGraphQL<T>(fn: () => Promise<T>): Promise<T> {
     // Postgres or Redis down while authenticating or rate limiting: fail closed, and say so.
     const e = err instanceof AppError ? err : isBackendUnavailable(err) ? serviceUnavailable() : null;
     if (e) {
-      const status = e.code === ErrorCode.UNAUTHENTICATED ? 401 : e.code === ErrorCode.RATE_LIMITED ? 429 : e.code === ErrorCode.SERVICE_UNAVAILABLE ? 503 : 400;
+      // Before any resolver ran: an unauthenticated request is a 401 too, any other refusal a 400 unless its code sets one.
+      const status = e.code === ErrorCode.UNAUTHENTICATED ? 401 : httpStatusOf(e.code) ?? 400;
       throw new GraphQLError(e.message, { extensions: { ...e.extensions, code: e.code, http: { status } } });
     }
     throw err;

@@ -22,6 +22,9 @@ const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
   SERVICE_UNAVAILABLE: 503,
 };
 
+/** The HTTP status an error with this code sets on its response, if it sets one. */
+export const httpStatusOf = (code: ErrorCode): number | undefined => HTTP_STATUS[code];
+
 /**
  * The one error type domain code throws. It carries a contract code and optional extensions
  * (e.g. `field` for BAD_USER_INPUT, `retryAfterSeconds` for RATE_LIMITED) and is turned into a

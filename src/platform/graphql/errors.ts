@@ -3,6 +3,7 @@ import type { GraphQLFormattedError } from 'graphql';
 import { GraphQLError } from 'graphql';
 import type { Logger } from 'pino';
 import { AppError, ErrorCode, isBackendUnavailable, serviceUnavailable } from '../errors';
+import { TOO_COSTLY_MESSAGE } from './limits';
 
 const CONTRACT_CODES = new Set<string>(Object.values(ErrorCode));
 
@@ -21,7 +22,7 @@ export function makeFormatError(log: Logger) {
     }
     const code = String(formatted.extensions?.code ?? '');
     if (code === 'GRAPHQL_PARSE_FAILED' || code === 'GRAPHQL_VALIDATION_FAILED' || code === 'BAD_USER_INPUT') {
-      const tooDeep = /exceeds maximum operation depth|Document contains more tha[nt] \d+ tokens/.test(formatted.message);
+      const tooDeep = TOO_COSTLY_MESSAGE.test(formatted.message);
       return { ...formatted, extensions: { code: tooDeep ? ErrorCode.QUERY_TOO_COSTLY : ErrorCode.BAD_USER_INPUT } };
     }
     if (code === 'PERSISTED_QUERY_NOT_FOUND' || code === 'OPERATION_RESOLUTION_FAILURE' || code === 'BAD_REQUEST') {

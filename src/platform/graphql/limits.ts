@@ -8,3 +8,10 @@ export const MAX_BODY_BYTES = 12 * 1024 * 1024;
  * contract together has under 1,000.
  */
 export const MAX_DOCUMENT_TOKENS = 5_000;
+
+/**
+ * What the depth rule and the parser (past MAX_DOCUMENT_TOKENS) say when they refuse a document
+ * that is too costly to run: those refusals are QUERY_TOO_COSTLY, other parse or validation errors
+ * BAD_USER_INPUT. (graphql-js writes "more that" in its token message.)
+ */
+export const TOO_COSTLY_MESSAGE = /exceeds maximum operation depth|Document contains more tha[nt] \d+ tokens/;

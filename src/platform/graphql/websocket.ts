@@ -11,7 +11,7 @@ import type { Principal } from '../../modules/tenancy/principal';
 import { PLAN_LIMITS } from '../../modules/tenancy/plans';
 import type { GqlContext } from './context';
 import { assertWithinCost, queryCost } from './cost';
-import { MAX_DOCUMENT_TOKENS } from './limits';
+import { MAX_DOCUMENT_TOKENS, TOO_COSTLY_MESSAGE } from './limits';
 import { consumeRequestTokens } from './request-limits';
 
 const isAsyncIterable = (x: unknown): x is AsyncIterable<ExecutionResult> =>
@@ -96,13 +96,13 @@ export function websocketOptions(
         try {
           document = parse(payload.query, { maxTokens: MAX_DOCUMENT_TOKENS });
         } catch (err) {
-          const tooLarge = /Document contains more tha[nt] \d+ tokens/.test((err as Error).message);
-          return [new GraphQLError((err as Error).message, { extensions: { code: tooLarge ? ErrorCode.QUERY_TOO_COSTLY : ErrorCode.BAD_USER_INPUT } })];
+          const message = (err as Error).message;
+          return [new GraphQLError(message, { extensions: { code: TOO_COSTLY_MESSAGE.test(message) ? ErrorCode.QUERY_TOO_COSTLY : ErrorCode.BAD_USER_INPUT } })];
         }
         const invalid = validate(schema, document, rules);
         if (invalid.length) {
           return invalid.map((e) => new GraphQLError(e.message, {
-            nodes: e.nodes, extensions: { code: /exceeds maximum operation depth/.test(e.message) ? ErrorCode.QUERY_TOO_COSTLY : ErrorCode.BAD_USER_INPUT },
+            nodes: e.nodes, extensions: { code: TOO_COSTLY_MESSAGE.test(e.message) ? ErrorCode.QUERY_TOO_COSTLY : ErrorCode.BAD_USER_INPUT },
           }));
         }
         const op = getOperationAST(document, payload.operationName);
