@@ -2,6 +2,7 @@ import Stripe from 'stripe';
 import type { Logger } from 'pino';
 import { PICO_DIGITS, parseDecimal } from './money';
 import { METERS, centsPerMinuteOf, meterKey, type MeterDef, type PriceBook, type Query } from './price-book';
+import { RefreshingCache } from '../../platform/cache';
 import { isMissing } from './stripe-gateway';
 
 export interface StripeMeter extends MeterDef {
@@ -24,7 +25,7 @@ const SETUP = { maxNetworkRetries: 2 } as const;
  * the lookup key to it. The ids land in `billing_meters`.
  */
 export class StripeCatalog {
-  private ready: { expires: number; meters: Promise<Map<string, StripeMeter>> } | null = null;
+  private readonly cache = new RefreshingCache<'meters', Map<string, StripeMeter>>({ ttlMs: CATALOG_TTL_MS });
 
   constructor(
     private readonly stripe: Stripe,
@@ -38,20 +39,12 @@ export class StripeCatalog {
    * Stripe; looked at again every few seconds, as the price book is, so a price change (and the
    * new Prices of `stripe:setup`) reaches subscriptions created by a running process.
    */
-  meters(): Promise<Map<string, StripeMeter>> {
-    if (!this.ready || this.ready.expires <= Date.now()) {
-      const meters = this.loadOrSync();
-      const entry = { expires: Date.now() + CATALOG_TTL_MS, meters };
-      this.ready = entry;
-      meters.catch(() => {
-        if (this.ready === entry) this.ready = null;
-      });
-    }
-    return this.ready.meters;
+  async meters(): Promise<Map<string, StripeMeter>> {
+    return (await this.cache.get('meters', () => this.loadOrSync()))!; // loadOrSync never answers null
   }
 
   forget(): void {
-    this.ready = null;
+    this.cache.forget('meters');
   }
 
   private async loadOrSync(): Promise<Map<string, StripeMeter>> {
